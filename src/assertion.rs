@@ -1,0 +1,494 @@
+//! The assertion provider: the pipeline's OIDC token, fetched from Azure DevOps with the
+//! System.AccessToken and reused until shortly before it expires.
+//!
+//! Every OIDC diagnostic lives here: what each failure of the endpoint means and how to fix it.
+
+use crate::{
+    clock::{Clock, SystemClock},
+    endpoint, error,
+    http::{self, HttpClient, Response},
+    jwt::FederationClaims,
+    single_flight::SingleFlight,
+};
+use arc_swap::ArcSwapOption;
+use azure_core::{
+    credentials::Secret,
+    error::ErrorKind,
+    http::{
+        ClientMethodOptions, ClientOptions, Context, Method, Request, StatusCode,
+        headers::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName},
+    },
+};
+use azure_identity::ClientAssertion;
+use serde_json::Value;
+use std::{fmt, sync::Arc};
+use time::{Duration, OffsetDateTime};
+
+const FEDAUTH_REDIRECT: HeaderName = HeaderName::from_static("x-tfs-fedauthredirect");
+/// An OIDC token is reused until this long before its `exp`, so Entra never sees it expire.
+const REUSE_MARGIN: Duration = Duration::seconds(60);
+/// How long to reuse an OIDC token whose `exp` cannot be read.
+const REUSE_UNKNOWN_EXPIRY: Duration = Duration::minutes(4);
+const SYSTEM_TOKEN_MAPPING: &str = "env:\n  SYSTEM_ACCESSTOKEN: $(System.AccessToken)";
+
+/// Options for [`AzurePipelinesAssertion`].
+#[derive(Clone, Default)]
+pub struct AzurePipelinesAssertionOptions {
+    /// The HTTP pipeline's options: retry, transport, logging.
+    pub client_options: ClientOptions,
+    /// The pipeline's OIDC endpoint. When `None`, `SYSTEM_OIDCREQUESTURI` is read at each
+    /// request, so the provider can be built outside a pipeline.
+    pub oidc_request_uri: Option<String>,
+    /// Where the time comes from; the system clock when `None`.
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+impl fmt::Debug for AzurePipelinesAssertionOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzurePipelinesAssertionOptions")
+            .field("oidc_request_uri", &self.oidc_request_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Supplies client assertions: the Azure Pipelines OIDC token of a service connection.
+///
+/// Implements [`azure_identity::ClientAssertion`], so it also plugs into
+/// [`azure_identity::ClientAssertionCredential`]. Concurrent callers share one OIDC request, and
+/// a token is reused until a minute before its `exp`.
+///
+/// ```no_run
+/// use azure_identity::ClientAssertionCredential;
+/// use azure_pipelines_credential::AzurePipelinesAssertion;
+///
+/// # fn main() -> azure_core::Result<()> {
+/// let assertion = AzurePipelinesAssertion::new(
+///     "00000000-0000-0000-0000-000000000000",
+///     std::env::var("SYSTEM_ACCESSTOKEN").unwrap_or_default(),
+///     None,
+/// )?;
+/// let credential = ClientAssertionCredential::new(
+///     "tenant-id".to_string(),
+///     "client-id".to_string(),
+///     assertion,
+///     None,
+/// )?;
+/// # let _ = credential;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct AzurePipelinesAssertion {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    service_connection_id: String,
+    system_access_token: Secret,
+    oidc_request_uri: Option<String>,
+    http: Arc<HttpClient>,
+    clock: Arc<dyn Clock>,
+    reusable: ArcSwapOption<OidcToken>,
+    flight: SingleFlight<Arc<OidcToken>>,
+}
+
+pub(crate) struct OidcToken {
+    token: Secret,
+    reuse_until: OffsetDateTime,
+    claims: FederationClaims,
+}
+
+impl fmt::Debug for AzurePipelinesAssertion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzurePipelinesAssertion")
+            .field("service_connection_id", &self.inner.service_connection_id)
+            .field("oidc_request_uri", &self.inner.oidc_request_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AzurePipelinesAssertion {
+    /// Creates an assertion provider for the service connection `service_connection_id`,
+    /// authenticating to Azure DevOps with the pipeline's `System.AccessToken`.
+    ///
+    /// Fails when an input is empty, or when `system_access_token` is the unexpanded macro
+    /// `$(System.AccessToken)`.
+    pub fn new(
+        service_connection_id: &str,
+        system_access_token: impl Into<Secret>,
+        options: Option<AzurePipelinesAssertionOptions>,
+    ) -> azure_core::Result<Self> {
+        let options = options.unwrap_or_default();
+        let system_access_token = system_access_token.into();
+        validate_service_connection_id(service_connection_id).map_err(error::failed)?;
+        validate_system_access_token(system_access_token.secret()).map_err(error::failed)?;
+        let http = Arc::new(HttpClient::new(options.client_options));
+        let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        Ok(Self::from_parts(
+            service_connection_id,
+            system_access_token,
+            options.oidc_request_uri,
+            http,
+            clock,
+        ))
+    }
+
+    pub(crate) fn from_parts(
+        service_connection_id: &str,
+        system_access_token: Secret,
+        oidc_request_uri: Option<String>,
+        http: Arc<HttpClient>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                service_connection_id: service_connection_id.trim().to_owned(),
+                system_access_token,
+                oidc_request_uri,
+                http,
+                clock,
+                reusable: ArcSwapOption::empty(),
+                flight: SingleFlight::default(),
+            }),
+        }
+    }
+
+    /// The OIDC token to present as a client assertion: the one held if it is still good for
+    /// more than a minute, else a new one (one request shared by concurrent callers).
+    pub async fn oidc_token(&self) -> azure_core::Result<Secret> {
+        Ok(self.reusable_token().await?.token.clone())
+    }
+
+    pub(crate) async fn reusable_token(&self) -> azure_core::Result<Arc<OidcToken>> {
+        if let Some(held) = self.inner.reusable.load_full() {
+            if self.inner.clock.now() < held.reuse_until {
+                return Ok(held);
+            }
+        }
+        let inner = self.inner.clone();
+        self.inner
+            .flight
+            .join(move || async move {
+                let fresh = Arc::new(inner.fetch().await?);
+                inner.reusable.store(Some(fresh.clone()));
+                Ok(fresh)
+            })
+            .await
+    }
+
+    /// Forgets `stale` (Entra said it expired: AADSTS700024) so the next call fetches anew.
+    pub(crate) fn forget(&self, stale: &OidcToken) {
+        let held = self.inner.reusable.load();
+        if held.as_ref().is_some_and(|h| h.token == stale.token) {
+            self.inner.reusable.store(None);
+        }
+    }
+
+    /// Stops network activity: drops the HTTP client and cancels a request in flight.
+    pub async fn close(&self) {
+        self.inner.http.close();
+        self.inner.flight.abort();
+        self.inner.reusable.store(None);
+    }
+}
+
+impl OidcToken {
+    pub(crate) fn secret(&self) -> &Secret {
+        &self.token
+    }
+
+    pub(crate) fn claims(&self) -> &FederationClaims {
+        &self.claims
+    }
+}
+
+impl Inner {
+    async fn fetch(&self) -> azure_core::Result<OidcToken> {
+        let env_uri = std::env::var(endpoint::OIDC_REQUEST_URI_ENV).ok();
+        let url = endpoint::oidc_request_url(
+            self.oidc_request_uri.as_deref(),
+            env_uri.as_deref(),
+            &self.service_connection_id,
+        )
+        .map_err(error::failed)?
+        .ok_or_else(|| {
+            error::unavailable(format!(
+                "{} is not set: this is not running in an Azure Pipelines job. The agent sets it \
+                 for every job; outside a pipeline use another credential (or the emulator).",
+                endpoint::OIDC_REQUEST_URI_ENV
+            ))
+        })?;
+        let mut request = Request::new(url, Method::Post);
+        request.insert_header(
+            AUTHORIZATION,
+            format!("Bearer {}", self.system_access_token.secret()),
+        );
+        request.insert_header(FEDAUTH_REDIRECT, "Suppress");
+        request.insert_header(CONTENT_TYPE, "application/json");
+        request.insert_header(CONTENT_LENGTH, "0");
+        let response = self
+            .http
+            .send(&Context::new(), &mut request, "Azure DevOps OIDC endpoint")
+            .await?;
+        let token = parse_oidc_response(response, &self.service_connection_id)?;
+        let claims = FederationClaims::from_token(token.secret());
+        let now = self.clock.now();
+        let reuse_until = claims
+            .exp
+            .and_then(|exp| OffsetDateTime::from_unix_timestamp(exp).ok())
+            .map(|exp| exp - REUSE_MARGIN)
+            .unwrap_or(now + REUSE_UNKNOWN_EXPIRY);
+        tracing::debug!(target: "azure_pipelines_credential", "OIDC token fetched");
+        Ok(OidcToken {
+            token,
+            reuse_until,
+            claims,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl ClientAssertion for AzurePipelinesAssertion {
+    async fn secret(
+        &self,
+        _options: Option<ClientMethodOptions<'_>>,
+    ) -> azure_core::Result<String> {
+        Ok(self.oidc_token().await?.secret().to_owned())
+    }
+}
+
+pub(crate) fn validate_service_connection_id(id: &str) -> Result<(), String> {
+    if id.trim().is_empty() {
+        return Err(
+            "The service connection ID is empty. Use the ID of the Azure Resource Manager \
+                    service connection: the resourceId GUID in the URL of the connection's page, \
+                    which AzureCLI@2 exports as AZURESUBSCRIPTION_SERVICE_CONNECTION_ID."
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_system_access_token(token: &str) -> Result<(), String> {
+    let token = token.trim();
+    if token.is_empty() || token == "$(System.AccessToken)" {
+        let what = if token.is_empty() {
+            "empty"
+        } else {
+            "the unexpanded macro $(System.AccessToken)"
+        };
+        return Err(format!(
+            "The system access token is {what}. Map it into the step's environment in the \
+             pipeline YAML:\n{SYSTEM_TOKEN_MAPPING}\nand pass std::env::var(\"SYSTEM_ACCESSTOKEN\")."
+        ));
+    }
+    Ok(())
+}
+
+fn looks_like_guid(s: &str) -> bool {
+    let s = s.trim();
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// The OIDC token from a response of the OIDC endpoint, or an error that says what went wrong.
+fn parse_oidc_response(
+    response: Response,
+    service_connection_id: &str,
+) -> azure_core::Result<Secret> {
+    let status = response.status;
+    let ids = http::diagnostic_headers(&response.headers);
+    if status == StatusCode::Ok {
+        return parse_oidc_body(&response.body).map_err(|cause| {
+            error::failed(format!("{cause} (HTTP 200 from the OIDC endpoint{ids})"))
+        });
+    }
+    let mut cause = oidc_failure_cause(status, &response.body);
+    cause.push_str(&format!(" (HTTP {}{ids})", u16::from(status)));
+    if !looks_like_guid(service_connection_id) {
+        cause.push_str(&format!(
+            " Hint: the service connection ID '{service_connection_id}' is not a GUID. Use the \
+             connection's ID (the resourceId in the URL of its page), not its name."
+        ));
+    }
+    let source = azure_core::Error::with_message(
+        ErrorKind::HttpResponse {
+            status,
+            error_code: Some(status.canonical_reason().to_string()),
+            raw_response: Some(Box::new(response.into_raw())),
+        },
+        format!("HTTP {} from the OIDC endpoint", u16::from(status)),
+    );
+    Err(error::failed_with(cause, source))
+}
+
+/// Reads `oidcToken` from a 200 body, never echoing the body.
+fn parse_oidc_body(body: &[u8]) -> Result<Secret, String> {
+    if looks_like_html(body) {
+        return Err(
+            "The OIDC endpoint answered with an HTML page instead of JSON: the request \
+                    was redirected to a sign-in page, so the System.AccessToken was not accepted."
+                .to_owned(),
+        );
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|_| {
+        "The OIDC endpoint's response is not valid JSON. Check that SYSTEM_OIDCREQUESTURI is the \
+         value the agent set."
+            .to_owned()
+    })?;
+    match value.get("oidcToken") {
+        Some(Value::String(token)) if !token.trim().is_empty() => Ok(Secret::new(token.clone())),
+        Some(_) => {
+            Err("The OIDC endpoint's response has an empty or non-string oidcToken.".to_owned())
+        }
+        None => Err("The OIDC endpoint's response has no oidcToken. Check that \
+                     SYSTEM_OIDCREQUESTURI is the value the agent set."
+            .to_owned()),
+    }
+}
+
+fn looks_like_html(body: &[u8]) -> bool {
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(body.len());
+    let head = &body[start..body.len().min(start + 64)];
+    let head = String::from_utf8_lossy(head).to_ascii_lowercase();
+    head.starts_with("<!doctype html") || head.starts_with("<html") || head.starts_with("<?xml")
+}
+
+/// What a non-200 answer of the OIDC endpoint means.
+fn oidc_failure_cause(status: StatusCode, body: &[u8]) -> String {
+    let code = u16::from(status);
+    if code == 401 {
+        return format!(
+            "Azure DevOps rejected the System.AccessToken: it is wrong, expired (jobs lose it \
+             after about 24 hours), or not mapped into the step. Map it in the pipeline YAML:\n\
+             {SYSTEM_TOKEN_MAPPING}"
+        );
+    }
+    if code == 203 || (300..400).contains(&code) || looks_like_html(body) {
+        return "The OIDC endpoint answered with a sign-in page: the System.AccessToken was not \
+                accepted. Check that SYSTEM_ACCESSTOKEN holds $(System.AccessToken) of this job."
+            .to_owned();
+    }
+    if code == 404 {
+        return "The OIDC endpoint was not found (404). SYSTEM_OIDCREQUESTURI must be the value \
+                the agent set for this job."
+            .to_owned();
+    }
+    if let Some((message, type_key)) = vss_error(body) {
+        if message
+            .to_ascii_lowercase()
+            .contains("no explicit reference to service connection")
+        {
+            return format!(
+                "Azure DevOps refused the OIDC token because the current stage does not reference \
+                 the service connection: \"{message}\". Reference the connection in the stage or \
+                 job (for example through a task input such as azureSubscription, or the \
+                 connection's name in a variable the stage uses), or authorize it for the pipeline."
+            );
+        }
+        let type_key = type_key.map(|k| format!(" [{k}]")).unwrap_or_default();
+        return format!(
+            "Azure DevOps refused the OIDC token request: \"{message}\"{type_key}. Check the service \
+             connection ID and that the pipeline is authorized to use the connection."
+        );
+    }
+    format!(
+        "The OIDC endpoint answered HTTP {code} {}. Check SYSTEM_OIDCREQUESTURI and the service \
+         connection ID.",
+        status.canonical_reason()
+    )
+}
+
+/// `message` and `typeKey` of a VSS error body.
+fn vss_error(body: &[u8]) -> Option<(String, Option<String>)> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let message = value.get("message")?.as_str()?.trim();
+    let message: String = message.chars().take(500).collect();
+    let type_key = value
+        .get("typeKey")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Some((message, type_key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oidc_body_parsing() {
+        let cases: &[(&[u8], Result<&str, &str>)] = &[
+            (br#"{"oidcToken":"a.b.c"}"#, Ok("a.b.c")),
+            (br#"{"oidcToken":"a.b.c","extra":1}"#, Ok("a.b.c")),
+            (br#"{"oidcToken":""}"#, Err("empty or non-string")),
+            (br#"{"oidcToken":5}"#, Err("empty or non-string")),
+            (br#"{"token":"x"}"#, Err("no oidcToken")),
+            (br#"{"oidcToken":"#, Err("not valid JSON")),
+            (b"", Err("not valid JSON")),
+            (b"\xff\xfe", Err("not valid JSON")),
+            (b"  <!DOCTYPE html><html>sign in</html>", Err("HTML page")),
+            (b"<html>", Err("HTML page")),
+        ];
+        for (body, expected) in cases {
+            match (parse_oidc_body(body), expected) {
+                (Ok(t), Ok(e)) => assert_eq!(t.secret(), *e),
+                (Err(m), Err(e)) => assert!(m.contains(e), "{m}"),
+                (got, _) => panic!("{:?}: {:?}", String::from_utf8_lossy(body), got.map(|_| ())),
+            }
+        }
+    }
+
+    #[test]
+    fn oidc_failure_causes() {
+        let vss = br#"{"$id":"1","innerException":null,"message":"No service connection found with identifier 123.","typeName":"X","typeKey":"ServiceEndpointNotFoundException","errorCode":0,"eventId":3000}"#;
+        let stage = br#"{"message":"There is no explicit reference to service connection c from the current stage.","typeKey":"X"}"#;
+        let cases: &[(u16, &[u8], &str)] = &[
+            (401, b"", "rejected the System.AccessToken"),
+            (401, b"", "SYSTEM_ACCESSTOKEN: $(System.AccessToken)"),
+            (203, b"<html>", "sign-in page"),
+            (302, b"", "sign-in page"),
+            (200, b"<html>", "sign-in page"),
+            (404, b"", "not found"),
+            (400, vss, "No service connection found with identifier 123."),
+            (400, vss, "[ServiceEndpointNotFoundException]"),
+            (400, stage, "does not reference the service connection"),
+            (403, b"{}", "HTTP 403 Forbidden"),
+            (500, b"oops", "HTTP 500"),
+        ];
+        for (status, body, needle) in cases {
+            let cause = oidc_failure_cause(StatusCode::from(*status), body);
+            assert!(cause.contains(needle), "{status}: {cause}");
+        }
+    }
+
+    #[test]
+    fn input_validation() {
+        assert!(validate_system_access_token("abc").is_ok());
+        for bad in ["", "  ", "$(System.AccessToken)"] {
+            let e = validate_system_access_token(bad).unwrap_err();
+            assert!(
+                e.contains("SYSTEM_ACCESSTOKEN: $(System.AccessToken)"),
+                "{e}"
+            );
+        }
+        assert!(validate_service_connection_id("x").is_ok());
+        assert!(
+            validate_service_connection_id(" ")
+                .unwrap_err()
+                .contains("resourceId")
+        );
+    }
+
+    #[test]
+    fn guid_shape() {
+        assert!(looks_like_guid("72f988bf-86f1-41af-91ab-2d7cd011db47"));
+        assert!(!looks_like_guid("my-connection"));
+        assert!(!looks_like_guid("72f988bf-86f1-41af-91ab-2d7cd011db4z"));
+    }
+}

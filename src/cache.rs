@@ -1,0 +1,510 @@
+//! The access-token cache.
+//!
+//! - Hits take no lock and write no shared memory: two `arc-swap` loads (the slot table, then
+//!   the slot's token), one clock read, and the token clone that `AccessToken` requires. Keys
+//!   are looked up borrowed (scopes, tenant, CAE), so a hit allocates no key.
+//! - Each token has a refresh time (Entra's `refresh_in`, half-life for long tokens, else a
+//!   window before expiry wide enough for azure_core's 5-minute bearer policy; minus a little
+//!   jitter) and a stop time shortly before expiry. Between the two, callers get the cached token
+//!   at once while one background task per key refreshes it; a failed refresh is logged and not
+//!   retried for [`REFRESH_BACKOFF`].
+//! - Past the stop time callers wait, and identical callers share one request; keys never wait
+//!   on each other.
+//! - At most `capacity` keys: a new key evicts expired entries first, then the soonest to expire.
+
+use crate::{AccessTokenInfo, clock::Clock, single_flight::SingleFlight};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use azure_core::credentials::AccessToken;
+use hashbrown::{Equivalent, HashMap};
+use std::{
+    future::Future,
+    hash::{BuildHasher, Hash, Hasher, RandomState},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+    },
+};
+use time::{Duration, OffsetDateTime};
+
+/// How long after a failed background refresh the next one may start.
+pub(crate) const REFRESH_BACKOFF: Duration = Duration::seconds(30);
+/// Refreshing starts at least this long before expiry, so that azure_core's bearer policy (which
+/// asks again with 5 minutes left) receives a new token rather than the old one.
+const REFRESH_WINDOW: Duration = Duration::minutes(6);
+/// A token is not handed out in its last moments: callers wait for a new one instead.
+const STOP_MARGIN: Duration = Duration::seconds(30);
+const MAX_JITTER: Duration = Duration::seconds(60);
+pub(crate) const DEFAULT_CAPACITY: usize = 256;
+
+/// A cache key, borrowed: what a lookup needs without allocating.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyRef<'a> {
+    pub(crate) scopes: &'a [&'a str],
+    pub(crate) tenant: &'a str,
+    pub(crate) cae: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Key {
+    scopes: Box<[Box<str>]>,
+    tenant: Box<str>,
+    cae: bool,
+}
+
+// `Key` and `KeyRef` must hash identically: the same fields, in the same order.
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_usize(self.scopes.len());
+        self.scopes.iter().for_each(|s| s.as_ref().hash(state));
+        self.tenant.as_ref().hash(state);
+        self.cae.hash(state);
+    }
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_usize(self.scopes.len());
+        self.scopes.iter().for_each(|s| s.hash(state));
+        self.tenant.hash(state);
+        self.cae.hash(state);
+    }
+}
+
+impl Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.cae == key.cae
+            && *self.tenant == *key.tenant
+            && self.scopes.len() == key.scopes.len()
+            && self
+                .scopes
+                .iter()
+                .zip(key.scopes.iter())
+                .all(|(a, b)| *a == b.as_ref())
+    }
+}
+
+impl KeyRef<'_> {
+    fn to_owned_key(self) -> Key {
+        Key {
+            scopes: self.scopes.iter().map(|s| Box::from(*s)).collect(),
+            tenant: self.tenant.into(),
+            cae: self.cae,
+        }
+    }
+}
+
+/// A cached token and when to stop trusting it.
+#[derive(Debug)]
+pub(crate) struct Cached {
+    pub(crate) info: AccessTokenInfo,
+    pub(crate) access: AccessToken,
+    refresh_at: OffsetDateTime,
+    stop_at: OffsetDateTime,
+}
+
+impl Cached {
+    pub(crate) fn new(info: AccessTokenInfo, now: OffsetDateTime, jitter: f64) -> Self {
+        let (refresh_at, stop_at) = schedule(&info, now, jitter);
+        Self {
+            access: AccessToken::new(info.token.clone(), info.expires_on),
+            info,
+            refresh_at,
+            stop_at,
+        }
+    }
+}
+
+/// When to start refreshing `info` and when to stop handing it out.
+///
+/// `jitter` in `[0, 1)` moves the refresh earlier by up to a tenth of the time left before it
+/// (at most a minute), so fleets of jobs started together do not refresh together.
+pub(crate) fn schedule(
+    info: &AccessTokenInfo,
+    now: OffsetDateTime,
+    jitter: f64,
+) -> (OffsetDateTime, OffsetDateTime) {
+    let lifetime = info.expires_on - now;
+    if lifetime <= Duration::ZERO {
+        return (info.expires_on, info.expires_on);
+    }
+    let stop_at = info.expires_on - STOP_MARGIN.min(lifetime / 10);
+    let latest = info.expires_on - REFRESH_WINDOW.min(lifetime / 2);
+    let base = info.refresh_on.map_or(latest, |r| r.min(latest)).max(now);
+    let jitter = MAX_JITTER.min((base - now) / 10) * jitter.clamp(0.0, 1.0);
+    (base - jitter, stop_at)
+}
+
+struct Slot {
+    token: ArcSwapOption<Cached>,
+    flight: SingleFlight<Arc<Cached>>,
+    /// Unix milliseconds before which no background refresh starts (after a failure).
+    backoff_until: AtomicI64,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Self {
+            token: ArcSwapOption::empty(),
+            flight: SingleFlight::default(),
+            backoff_until: AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+type Slots = HashMap<Key, Arc<Slot>>;
+
+/// What a lookup found.
+pub(crate) enum Lookup<R> {
+    /// A token to hand out now.
+    Hit(R),
+    /// No usable token: wait for one.
+    Miss,
+}
+
+pub(crate) struct TokenCache {
+    slots: ArcSwap<Slots>,
+    insert: Mutex<()>,
+    clock: Arc<dyn Clock>,
+    capacity: usize,
+    closed: AtomicBool,
+    jitter: RandomState,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("entries", &self.slots.load().len())
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenCache {
+    pub(crate) fn new(clock: Arc<dyn Clock>, capacity: usize) -> Self {
+        Self {
+            slots: ArcSwap::from_pointee(Slots::default()),
+            insert: Mutex::new(()),
+            clock,
+            capacity: capacity.max(1),
+            closed: AtomicBool::new(false),
+            jitter: RandomState::new(),
+        }
+    }
+
+    /// The cached token for `key`, projected by `project`, if one may be handed out now.
+    ///
+    /// In the refresh window this also starts the background refresh with `fetch`.
+    #[inline]
+    pub(crate) fn lookup<R, F, Fut>(
+        &self,
+        key: KeyRef<'_>,
+        project: impl FnOnce(&Cached) -> R,
+        fetch: F,
+    ) -> Lookup<R>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = azure_core::Result<AccessTokenInfo>> + Send + 'static,
+    {
+        let now = self.clock.now();
+        let slots = self.slots.load();
+        let Some(slot) = slots.get(&key) else {
+            return Lookup::Miss;
+        };
+        let cached = slot.token.load();
+        let Some(token) = cached.as_deref() else {
+            return Lookup::Miss;
+        };
+        if now < token.refresh_at {
+            return Lookup::Hit(project(token));
+        }
+        if now < token.stop_at {
+            self.refresh_in_background(slot, now, fetch);
+            return Lookup::Hit(project(token));
+        }
+        Lookup::Miss
+    }
+
+    #[cold]
+    fn refresh_in_background<F, Fut>(&self, slot: &Arc<Slot>, now: OffsetDateTime, fetch: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = azure_core::Result<AccessTokenInfo>> + Send + 'static,
+    {
+        if self.closed.load(Ordering::Acquire)
+            || slot.flight.in_flight()
+            || unix_millis(now) < slot.backoff_until.load(Ordering::Acquire)
+        {
+            return;
+        }
+        tracing::debug!(target: "azure_pipelines_credential", "token cache: refreshing in the background");
+        drop(slot.flight.join(self.work(slot.clone(), fetch)));
+    }
+
+    /// Waits for a token for `key`: joins the request in flight for it, or starts one.
+    pub(crate) async fn wait<F, Fut>(
+        &self,
+        key: KeyRef<'_>,
+        fetch: F,
+    ) -> azure_core::Result<Arc<Cached>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = azure_core::Result<AccessTokenInfo>> + Send + 'static,
+    {
+        let slot = self.slot(key);
+        if let Some(token) = slot.token.load_full() {
+            if self.clock.now() < token.stop_at {
+                return Ok(token);
+            }
+        }
+        tracing::debug!(target: "azure_pipelines_credential", "token cache: miss");
+        slot.flight.join(self.work(slot.clone(), fetch)).await
+    }
+
+    /// Stores a token acquired outside the cache (a request with claims) for `key`.
+    pub(crate) fn store(&self, key: KeyRef<'_>, info: AccessTokenInfo) -> Arc<Cached> {
+        let cached = Arc::new(Cached::new(info, self.clock.now(), self.jitter_unit()));
+        self.slot(key).token.store(Some(cached.clone()));
+        cached
+    }
+
+    /// Stops background refreshes and cancels requests in flight; cached tokens stay readable.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        for slot in self.slots.load().values() {
+            slot.flight.abort();
+        }
+    }
+
+    fn work<F, Fut>(
+        &self,
+        slot: Arc<Slot>,
+        fetch: F,
+    ) -> impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = azure_core::Result<Arc<Cached>>> + Send>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = azure_core::Result<AccessTokenInfo>> + Send + 'static,
+    {
+        let clock = self.clock.clone();
+        let jitter = self.jitter_unit();
+        move || {
+            let fetching = fetch();
+            Box::pin(async move {
+                match fetching.await {
+                    Ok(info) => {
+                        let cached = Arc::new(Cached::new(info, clock.now(), jitter));
+                        slot.token.store(Some(cached.clone()));
+                        Ok(cached)
+                    }
+                    Err(error) => {
+                        let now = clock.now();
+                        slot.backoff_until
+                            .store(unix_millis(now + REFRESH_BACKOFF), Ordering::Release);
+                        if slot.token.load().as_ref().is_some_and(|t| now < t.stop_at) {
+                            tracing::warn!(
+                                target: "azure_pipelines_credential",
+                                "token refresh failed; the cached token is still valid and stays in use; next attempt in {} s: {error}",
+                                REFRESH_BACKOFF.whole_seconds()
+                            );
+                        }
+                        Err(error)
+                    }
+                }
+            })
+        }
+    }
+
+    fn slot(&self, key: KeyRef<'_>) -> Arc<Slot> {
+        if let Some(slot) = self.slots.load().get(&key) {
+            return slot.clone();
+        }
+        let _writer = self.insert.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.slots.load_full();
+        if let Some(slot) = current.get(&key) {
+            return slot.clone();
+        }
+        let mut next: Slots = (*current).clone();
+        if next.len() >= self.capacity {
+            evict(&mut next, self.capacity - 1, unix_millis(self.clock.now()));
+        }
+        let slot = Arc::new(Slot::new());
+        next.insert(key.to_owned_key(), slot.clone());
+        self.slots.store(Arc::new(next));
+        slot
+    }
+
+    fn jitter_unit(&self) -> f64 {
+        (self.jitter.hash_one(unix_millis(self.clock.now())) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Shrinks `slots` to `keep` entries: expired or empty ones first, then the soonest to expire.
+/// Entries with a request in flight are kept.
+fn evict(slots: &mut Slots, keep: usize, now_millis: i64) {
+    let stop_millis = |slot: &Slot| {
+        slot.token
+            .load()
+            .as_ref()
+            .map_or(i64::MIN, |t| unix_millis(t.stop_at))
+    };
+    slots.retain(|_, slot| slot.flight.in_flight() || stop_millis(slot) > now_millis);
+    if slots.len() <= keep {
+        return;
+    }
+    let mut by_expiry: Vec<(i64, *const Slot)> = slots
+        .values()
+        .filter(|s| !s.flight.in_flight())
+        .map(|s| (stop_millis(s), Arc::as_ptr(s)))
+        .collect();
+    by_expiry.sort_unstable_by_key(|(stop, _)| *stop);
+    let excess = slots.len() - keep;
+    let doomed: Vec<*const Slot> = by_expiry.into_iter().take(excess).map(|(_, p)| p).collect();
+    slots.retain(|_, slot| !doomed.contains(&Arc::as_ptr(slot)));
+}
+
+fn unix_millis(at: OffsetDateTime) -> i64 {
+    i64::try_from((at - OffsetDateTime::UNIX_EPOCH).whole_milliseconds()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use azure_core::credentials::Secret;
+
+    fn at(s: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_700_000_000 + s).unwrap()
+    }
+
+    fn info(expires_in: i64, refresh_in: Option<i64>) -> AccessTokenInfo {
+        AccessTokenInfo {
+            token: Secret::new("t"),
+            expires_on: at(expires_in),
+            refresh_on: refresh_in.map(at),
+            token_type: "Bearer".into(),
+        }
+    }
+
+    #[test]
+    fn refresh_and_stop_times() {
+        // (expires_in, refresh_in, jitter, refresh_at, stop_at), in seconds from now
+        let cases: &[(i64, Option<i64>, f64, i64, i64)] = &[
+            // one hour: refresh 6 minutes before expiry, stop 30 s before
+            (3600, None, 0.0, 3240, 3570),
+            // jitter moves the refresh up to a minute earlier
+            (3600, None, 0.999_999, 3180, 3570),
+            (3600, None, 0.5, 3210, 3570),
+            // Entra's refresh_in wins when earlier
+            (3600, Some(1800), 0.0, 1800, 3570),
+            // but never later than the bearer-policy window
+            (3600, Some(3500), 0.0, 3240, 3570),
+            // a day-long token at half-life (refresh_on from parsing)
+            (86400, Some(43200), 0.0, 43200, 86370),
+            // short tokens: half the lifetime, stop a tenth before expiry
+            (60, None, 0.0, 30, 54),
+            (10, None, 0.0, 5, 9),
+            (10, None, 0.999_999, 4, 9),
+            // already expired
+            (0, None, 0.0, 0, 0),
+            (-5, None, 0.0, -5, -5),
+        ];
+        for (expires_in, refresh_in, jitter, refresh_at, stop_at) in cases {
+            let (r, s) = schedule(&info(*expires_in, *refresh_in), at(0), *jitter);
+            assert_eq!(
+                ((r - at(0)).whole_seconds(), (s - at(0)).whole_seconds()),
+                (*refresh_at, *stop_at),
+                "expires_in={expires_in} refresh_in={refresh_in:?} jitter={jitter}"
+            );
+        }
+    }
+
+    #[test]
+    fn borrowed_and_owned_keys_agree() {
+        let state = RandomState::new();
+        let cases = [
+            (
+                KeyRef {
+                    scopes: &["a"],
+                    tenant: "t",
+                    cae: false,
+                },
+                KeyRef {
+                    scopes: &["a"],
+                    tenant: "t",
+                    cae: false,
+                },
+                true,
+            ),
+            (
+                KeyRef {
+                    scopes: &["a", "b"],
+                    tenant: "t",
+                    cae: false,
+                },
+                KeyRef {
+                    scopes: &["a", "b"],
+                    tenant: "t",
+                    cae: false,
+                },
+                true,
+            ),
+            (
+                KeyRef {
+                    scopes: &["a"],
+                    tenant: "t",
+                    cae: false,
+                },
+                KeyRef {
+                    scopes: &["a"],
+                    tenant: "t",
+                    cae: true,
+                },
+                false,
+            ),
+            (
+                KeyRef {
+                    scopes: &["a"],
+                    tenant: "t",
+                    cae: false,
+                },
+                KeyRef {
+                    scopes: &["a"],
+                    tenant: "u",
+                    cae: false,
+                },
+                false,
+            ),
+            (
+                KeyRef {
+                    scopes: &["ab"],
+                    tenant: "t",
+                    cae: false,
+                },
+                KeyRef {
+                    scopes: &["a", "b"],
+                    tenant: "t",
+                    cae: false,
+                },
+                false,
+            ),
+            (
+                KeyRef {
+                    scopes: &["a", "b"],
+                    tenant: "t",
+                    cae: false,
+                },
+                KeyRef {
+                    scopes: &["b", "a"],
+                    tenant: "t",
+                    cae: false,
+                },
+                false,
+            ),
+        ];
+        for (probe, stored, equal) in cases {
+            let owned = stored.to_owned_key();
+            assert_eq!(probe.equivalent(&owned), equal, "{probe:?} vs {stored:?}");
+            if equal {
+                assert_eq!(state.hash_one(probe), state.hash_one(&owned));
+            }
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! `AzurePipelinesCredential`: the `TokenCredential` adapter over the assertion provider, the
+//! token exchange, tenant resolution and the cache.
+
+use crate::{
+    AccessTokenInfo, AzurePipelinesAssertion, TokenRequestContext,
+    assertion::{validate_service_connection_id, validate_system_access_token},
+    cache::{Cached, DEFAULT_CAPACITY, KeyRef, Lookup, TokenCache},
+    claims,
+    clock::{Clock, SystemClock},
+    endpoint, error,
+    exchange::{TokenExchange, TokenRequest},
+    http::HttpClient,
+    tenant::{self, TenantPolicy},
+};
+use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
+use azure_identity::ClientAssertionCredentialOptions;
+use std::{fmt, sync::Arc};
+
+const TENANT_ID_ENV: &str = "AZURESUBSCRIPTION_TENANT_ID";
+const CLIENT_ID_ENV: &str = "AZURESUBSCRIPTION_CLIENT_ID";
+const SERVICE_CONNECTION_ID_ENV: &str = "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID";
+const SYSTEM_ACCESS_TOKEN_ENV: &str = "SYSTEM_ACCESSTOKEN";
+
+/// Options for [`AzurePipelinesCredential`].
+///
+/// `Debug` prints no secret (there is none in here) and leaves out the HTTP client options.
+#[derive(Default)]
+pub struct AzurePipelinesCredentialOptions {
+    /// The HTTP options, as in `azure_identity`: `credential_options.client_options` carries the
+    /// retry policy, the transport and the cloud (whose authority host is used when
+    /// [`authority_host`](Self::authority_host) is `None`).
+    pub credential_options: ClientAssertionCredentialOptions,
+    /// The Microsoft Entra authority host, such as `https://login.microsoftonline.us` for US
+    /// Government. When `None`: the cloud of `client_options`, else `AZURE_AUTHORITY_HOST`, else
+    /// `https://login.microsoftonline.com`. A host without scheme gets `https://`. `http://` is
+    /// only accepted for loopback hosts (local emulators).
+    pub authority_host: Option<String>,
+    /// Tenants besides the credential's own that requests may name in
+    /// [`TokenRequestContext::tenant_id`]; `"*"` allows any.
+    pub additionally_allowed_tenants: Vec<String>,
+    /// The pipeline's OIDC endpoint. When `None`, `SYSTEM_OIDCREQUESTURI` is read when a token
+    /// is requested (not at construction, so chains can build credentials up front).
+    pub oidc_request_uri: Option<String>,
+    /// Where the time comes from; the system clock when `None`. Tests use
+    /// [`ManualClock`](crate::clock::ManualClock) to move through token lifetimes without sleeping.
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+impl fmt::Debug for AzurePipelinesCredentialOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzurePipelinesCredentialOptions")
+            .field("authority_host", &self.authority_host)
+            .field(
+                "additionally_allowed_tenants",
+                &self.additionally_allowed_tenants,
+            )
+            .field("oidc_request_uri", &self.oidc_request_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Authenticates as the service principal (or managed identity) of an Azure Pipelines service
+/// connection that uses workload identity federation.
+///
+/// The credential asks the pipeline's OIDC endpoint for an ID token of the service connection,
+/// using the job's `System.AccessToken`, and exchanges it at Microsoft Entra ID for an access
+/// token. Tokens are cached per scopes, tenant and CAE mode and refreshed in the background before
+/// they expire; concurrent requests for the same token share one exchange.
+///
+/// ```no_run
+/// use azure_core::credentials::TokenCredential;
+/// use azure_pipelines_credential::AzurePipelinesCredential;
+///
+/// # async fn example() -> azure_core::Result<()> {
+/// let credential = AzurePipelinesCredential::new(
+///     std::env::var("AZURESUBSCRIPTION_TENANT_ID").unwrap_or_default(),
+///     std::env::var("AZURESUBSCRIPTION_CLIENT_ID").unwrap_or_default(),
+///     &std::env::var("AZURESUBSCRIPTION_SERVICE_CONNECTION_ID").unwrap_or_default(),
+///     std::env::var("SYSTEM_ACCESSTOKEN").unwrap_or_default(),
+///     None,
+/// )?;
+/// let token = credential.get_token(&["https://storage.azure.com/.default"], None).await?;
+/// # let _ = token;
+/// # Ok(())
+/// # }
+/// ```
+pub struct AzurePipelinesCredential {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client_id: String,
+    tenants: TenantPolicy,
+    assertion: AzurePipelinesAssertion,
+    exchange: TokenExchange,
+    cache: TokenCache,
+    http: Arc<HttpClient>,
+}
+
+impl fmt::Debug for AzurePipelinesCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzurePipelinesCredential")
+            .field("tenant_id", &self.inner.tenants.configured)
+            .field("client_id", &self.inner.client_id)
+            .field("assertion", &self.inner.assertion)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AzurePipelinesCredential {
+    /// Creates a credential for the service connection `service_connection_id`, whose service
+    /// principal is `client_id` in `tenant_id`, authenticating to Azure DevOps with the job's
+    /// `System.AccessToken`.
+    ///
+    /// The signature is that of `azure_identity::AzurePipelinesCredential::new`. Inputs are
+    /// checked here, each error naming the input and the fix; `SYSTEM_OIDCREQUESTURI` is not
+    /// needed until a token is requested.
+    pub fn new(
+        tenant_id: String,
+        client_id: String,
+        service_connection_id: &str,
+        system_access_token: impl Into<Secret>,
+        options: Option<AzurePipelinesCredentialOptions>,
+    ) -> azure_core::Result<Arc<Self>> {
+        let options = options.unwrap_or_default();
+        let system_access_token = system_access_token.into();
+        let tenant_id = tenant_id.trim().to_owned();
+        let client_id = client_id.trim().to_owned();
+        tenant::validate_tenant_id(&tenant_id, "tenant ID").map_err(error::failed)?;
+        if client_id.is_empty() {
+            return Err(error::failed(
+                "The client ID is empty. Use the application (client) ID of the service \
+                 connection's service principal, which AzureCLI@2 exports as \
+                 AZURESUBSCRIPTION_CLIENT_ID.",
+            ));
+        }
+        validate_service_connection_id(service_connection_id).map_err(error::failed)?;
+        validate_system_access_token(system_access_token.secret()).map_err(error::failed)?;
+        for allowed in &options.additionally_allowed_tenants {
+            if allowed != "*" {
+                tenant::validate_tenant_id(allowed, "tenant ID in additionally_allowed_tenants")
+                    .map_err(error::failed)?;
+            }
+        }
+
+        let client_options = options.credential_options.client_options;
+        let authority = endpoint::resolve_authority_host(
+            options.authority_host.as_deref(),
+            client_options.cloud.as_deref(),
+            std::env::var(endpoint::AZURE_AUTHORITY_HOST_ENV)
+                .ok()
+                .as_deref(),
+        )
+        .map_err(error::failed)?;
+        let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let http = Arc::new(HttpClient::new(client_options));
+        let assertion = AzurePipelinesAssertion::from_parts(
+            service_connection_id,
+            system_access_token,
+            options.oidc_request_uri,
+            http.clone(),
+            clock.clone(),
+        );
+        let exchange =
+            TokenExchange::new(client_id.clone(), authority, http.clone(), clock.clone());
+        let tenants = TenantPolicy {
+            configured: tenant_id,
+            additionally_allowed: options.additionally_allowed_tenants,
+            multitenant_disabled: tenant::multitenant_disabled(
+                std::env::var(tenant::DISABLE_MULTITENANT_ENV)
+                    .ok()
+                    .as_deref(),
+            ),
+        };
+        Ok(Arc::new(Self {
+            inner: Arc::new(Inner {
+                client_id,
+                tenants,
+                assertion,
+                exchange,
+                cache: TokenCache::new(clock, DEFAULT_CAPACITY),
+                http,
+            }),
+        }))
+    }
+
+    /// Creates a credential from the variables that the AzureCLI@2 and AzurePowerShell@5 tasks
+    /// export (`AZURESUBSCRIPTION_TENANT_ID`, `AZURESUBSCRIPTION_CLIENT_ID`,
+    /// `AZURESUBSCRIPTION_SERVICE_CONNECTION_ID`) and `SYSTEM_ACCESSTOKEN`.
+    ///
+    /// When any is missing the error is *unavailable* ([`is_unavailable`](crate::is_unavailable)
+    /// is true) and names every missing variable and the YAML that sets it.
+    pub fn from_env(
+        options: Option<AzurePipelinesCredentialOptions>,
+    ) -> azure_core::Result<Arc<Self>> {
+        let (tenant_id, client_id, connection, token) =
+            inputs_from_env(|name| std::env::var(name).ok()).map_err(error::unavailable)?;
+        Self::new(tenant_id, client_id, &connection, token, options)
+    }
+
+    /// Requests an access token for `scopes`, with its expiry, refresh time and type.
+    ///
+    /// `options` may carry a [`TokenRequestContext`] (claims, tenant, CAE); see
+    /// [`TokenCredential::get_token`] for the rest.
+    pub async fn get_token_info(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessTokenInfo> {
+        self.get(scopes, options.as_ref(), |c| c.info.clone()).await
+    }
+
+    /// Releases the HTTP client and stops background refreshes. Later requests that need the
+    /// network fail with a "closed" error; tokens already cached may still be served.
+    pub async fn close(&self) {
+        self.inner.cache.close();
+        self.inner.assertion.close().await;
+        self.inner.http.close();
+    }
+
+    async fn get<R>(
+        &self,
+        scopes: &[&str],
+        options: Option<&TokenRequestOptions<'_>>,
+        project: impl Fn(&Cached) -> R,
+    ) -> azure_core::Result<R> {
+        let context = TokenRequestContext::of(options);
+        let inner = &self.inner;
+        let tenant = inner
+            .tenants
+            .resolve(context.and_then(|c| c.tenant_id.as_deref()))
+            .map_err(error::failed)?;
+        let cae = context.is_some_and(|c| c.enable_cae);
+        let key = KeyRef {
+            scopes,
+            tenant,
+            cae,
+        };
+        let has_claims = context
+            .and_then(|c| c.claims.as_deref())
+            .is_some_and(|c| !c.trim().is_empty());
+        if !has_claims {
+            if let Lookup::Hit(value) = inner.cache.lookup(key, &project, || {
+                let request = TokenRequest {
+                    tenant: tenant.to_owned(),
+                    scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                    claims: claims::request_claims(None, cae).ok().flatten(),
+                };
+                fetch(inner.clone(), request)
+            }) {
+                tracing::debug!(target: "azure_pipelines_credential", "token cache: hit");
+                return Ok(value);
+            }
+        }
+
+        validate_scopes(scopes).map_err(error::failed)?;
+        let claims = claims::request_claims(context.and_then(|c| c.claims.as_deref()), cae)
+            .map_err(error::failed)?;
+        let request = TokenRequest {
+            tenant: tenant.to_owned(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            claims,
+        };
+        let cached = if has_claims {
+            let info = fetch(inner.clone(), request).await?;
+            inner.cache.store(key, info)
+        } else {
+            inner
+                .cache
+                .wait(key, || fetch(inner.clone(), request))
+                .await?
+        };
+        Ok(project(&cached))
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for AzurePipelinesCredential {
+    /// Requests an access token for `scopes`.
+    ///
+    /// Put a [`TokenRequestContext`] in `options` (`TokenRequestContext { .. }.into()`) to send
+    /// claims, request another allowed tenant, or request a CAE token.
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        self.get(scopes, options.as_ref(), |c| c.access.clone())
+            .await
+    }
+}
+
+async fn fetch(inner: Arc<Inner>, request: TokenRequest) -> azure_core::Result<AccessTokenInfo> {
+    if inner.http.is_closed() {
+        return Err(error::closed());
+    }
+    inner.exchange.acquire(&inner.assertion, &request).await
+}
+
+/// Scopes must be present and free of whitespace and control characters (they are joined by
+/// spaces on the wire).
+fn validate_scopes(scopes: &[&str]) -> Result<(), String> {
+    if scopes.is_empty() {
+        return Err("No scope was requested. Pass at least one scope, such as \
+                    https://storage.azure.com/.default."
+            .to_owned());
+    }
+    for scope in scopes {
+        if scope.is_empty() {
+            return Err("A requested scope is empty. Use a scope such as \
+                        https://storage.azure.com/.default."
+                .to_owned());
+        }
+        if let Some(bad) = scope.chars().find(|c| c.is_whitespace() || c.is_control()) {
+            let shown: String = scope
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(100)
+                .collect();
+            return Err(format!(
+                "The scope '{shown}' contains {bad:?}; scopes contain no whitespace or control \
+                 characters. Pass each scope as its own item, such as \
+                 https://storage.azure.com/.default."
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The four inputs of [`AzurePipelinesCredential::from_env`], or a message naming what is
+/// missing and how to set it.
+fn inputs_from_env(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<(String, String, String, Secret), String> {
+    let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    let tenant = get(TENANT_ID_ENV);
+    let client = get(CLIENT_ID_ENV);
+    let connection = get(SERVICE_CONNECTION_ID_ENV);
+    let token = get(SYSTEM_ACCESS_TOKEN_ENV);
+    match (tenant, client, connection, token) {
+        (Some(t), Some(c), Some(s), Some(a)) => Ok((t, c, s, Secret::new(a))),
+        (tenant, client, connection, token) => {
+            let missing: Vec<&str> = [
+                (TENANT_ID_ENV, tenant.is_none()),
+                (CLIENT_ID_ENV, client.is_none()),
+                (SERVICE_CONNECTION_ID_ENV, connection.is_none()),
+                (SYSTEM_ACCESS_TOKEN_ENV, token.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(name, missing)| missing.then_some(name))
+            .collect();
+            Err(format!(
+                "Environment variables missing: {}. Run in an Azure Pipelines job step that sets \
+                 them: the AzureCLI@2 task exports the AZURESUBSCRIPTION_* variables of its \
+                 service connection, and SYSTEM_ACCESSTOKEN must be mapped:\n\
+                 - task: AzureCLI@2\n  inputs:\n    azureSubscription: <service connection name>\n    \
+                 scriptType: bash\n    scriptLocation: inlineScript\n    inlineScript: <your command>\n  \
+                 env:\n    SYSTEM_ACCESSTOKEN: $(System.AccessToken)",
+                missing.join(", ")
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_validation() {
+        let cases: &[(&[&str], Option<&str>)] = &[
+            (&["https://storage.azure.com/.default"], None),
+            (&["api://x/.default", "openid"], None),
+            (&[], Some("No scope")),
+            (&[""], Some("is empty")),
+            (&["a b"], Some("' '")),
+            (&["a\tb"], Some("'\\t'")),
+            (&["a\u{0}b"], Some("'\\0'")),
+            (&["ok", "a\nb"], Some("'\\n'")),
+        ];
+        for (scopes, expected) in cases {
+            match (validate_scopes(scopes), expected) {
+                (Ok(()), None) => {}
+                (Err(m), Some(e)) => assert!(m.contains(e), "{scopes:?}: {m}"),
+                (got, _) => panic!("{scopes:?}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn env_inputs() {
+        let all = [
+            (TENANT_ID_ENV, "t"),
+            (CLIENT_ID_ENV, "c"),
+            (SERVICE_CONNECTION_ID_ENV, "s"),
+            (SYSTEM_ACCESS_TOKEN_ENV, "secret-value"),
+        ];
+        let with = |skip: &[&str]| {
+            let vars: Vec<(&str, &str)> = all
+                .iter()
+                .copied()
+                .filter(|(k, _)| !skip.contains(k))
+                .collect();
+            inputs_from_env(move |k| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            })
+        };
+        let (t, c, s, a) = with(&[]).unwrap();
+        assert_eq!(
+            (t.as_str(), c.as_str(), s.as_str(), a.secret()),
+            ("t", "c", "s", "secret-value")
+        );
+
+        let e = with(&[TENANT_ID_ENV, SYSTEM_ACCESS_TOKEN_ENV]).unwrap_err();
+        assert!(
+            e.contains("AZURESUBSCRIPTION_TENANT_ID, SYSTEM_ACCESSTOKEN"),
+            "{e}"
+        );
+        assert!(!e.contains("AZURESUBSCRIPTION_CLIENT_ID,"), "{e}");
+        assert!(
+            e.contains("SYSTEM_ACCESSTOKEN: $(System.AccessToken)"),
+            "{e}"
+        );
+        assert!(e.contains("AzureCLI@2"), "{e}");
+
+        let e = with(&[
+            TENANT_ID_ENV,
+            CLIENT_ID_ENV,
+            SERVICE_CONNECTION_ID_ENV,
+            SYSTEM_ACCESS_TOKEN_ENV,
+        ])
+        .unwrap_err();
+        assert!(e.contains(&format!("{TENANT_ID_ENV}, {CLIENT_ID_ENV}, {SERVICE_CONNECTION_ID_ENV}, {SYSTEM_ACCESS_TOKEN_ENV}")));
+        assert!(!with(&[]).map(|_| ()).is_err());
+    }
+}

@@ -1,0 +1,623 @@
+//! The token exchange: the OIDC token presented to Microsoft Entra ID as a client assertion
+//! (`client_credentials` grant), and what Entra's answers mean.
+
+use crate::{
+    AccessTokenInfo,
+    assertion::{AzurePipelinesAssertion, OidcToken},
+    clock::Clock,
+    endpoint, error,
+    http::{self, HttpClient, Response},
+    jwt::FederationClaims,
+};
+use azure_core::{
+    credentials::Secret,
+    error::ErrorKind,
+    http::{
+        Context, Method, Request,
+        headers::{CONTENT_TYPE, content_type},
+    },
+};
+use serde_json::Value;
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+use url::{Url, form_urlencoded};
+
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// Entra issues tokens for at most about a day; anything far beyond is a broken response.
+const MAX_LIFETIME: Duration = Duration::days(7);
+/// Tokens living this long are refreshed at half-life (MSAL's rule).
+const LONG_LIVED: Duration = Duration::hours(2);
+
+/// What a token request asks for, after validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TokenRequest {
+    pub(crate) tenant: String,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) claims: Option<String>,
+}
+
+/// Exchanges OIDC tokens for access tokens at one authority.
+#[derive(Debug)]
+pub(crate) struct TokenExchange {
+    client_id: String,
+    authority: Url,
+    http: Arc<HttpClient>,
+    clock: Arc<dyn Clock>,
+}
+
+impl TokenExchange {
+    pub(crate) fn new(
+        client_id: String,
+        authority: Url,
+        http: Arc<HttpClient>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            client_id,
+            authority,
+            http,
+            clock,
+        }
+    }
+
+    /// An access token for `request`, with an OIDC token from `assertion`.
+    ///
+    /// When Entra says the OIDC token expired (AADSTS700024), a fresh one is fetched and the
+    /// exchange tried once more.
+    pub(crate) async fn acquire(
+        &self,
+        assertion: &AzurePipelinesAssertion,
+        request: &TokenRequest,
+    ) -> azure_core::Result<AccessTokenInfo> {
+        let oidc = assertion.reusable_token().await?;
+        match self.exchange(&oidc, request).await {
+            Err(Failure::AssertionExpired(_)) => {
+                tracing::debug!(target: "azure_pipelines_credential", "OIDC token expired at Entra ID; fetching a new one");
+                assertion.forget(&oidc);
+                let oidc = assertion.reusable_token().await?;
+                self.exchange(&oidc, request).await.map_err(|f| match f {
+                    Failure::AssertionExpired(e) | Failure::Other(e) => e,
+                })
+            }
+            Err(Failure::Other(e)) => Err(e),
+            Ok(token) => Ok(token),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        oidc: &OidcToken,
+        request: &TokenRequest,
+    ) -> Result<AccessTokenInfo, Failure> {
+        let url = endpoint::token_endpoint(&self.authority, &request.tenant);
+        let mut http_request = Request::new(url, Method::Post);
+        http_request.insert_header(
+            CONTENT_TYPE,
+            content_type::APPLICATION_X_WWW_FORM_URLENCODED,
+        );
+        http_request.set_body(form_body(&self.client_id, oidc.secret(), request));
+        let response = self
+            .http
+            .send(
+                &Context::new(),
+                &mut http_request,
+                "Microsoft Entra ID token endpoint",
+            )
+            .await
+            .map_err(Failure::Other)?;
+        let now = self.clock.now();
+        if response.status.is_success() {
+            let token = parse_token_response(&response.body, now).map_err(|cause| {
+                Failure::Other(error::failed(format!(
+                    "{cause} (HTTP {} from Microsoft Entra ID{})",
+                    u16::from(response.status),
+                    http::diagnostic_headers(&response.headers)
+                )))
+            })?;
+            tracing::debug!(target: "azure_pipelines_credential", "access token exchanged");
+            return Ok(token);
+        }
+        Err(self.failure(response, oidc.claims()))
+    }
+
+    fn failure(&self, response: Response, federation: &FederationClaims) -> Failure {
+        let status = u16::from(response.status);
+        let entra = EntraError::parse(&response.body);
+        let cause = match &entra {
+            Some(entra) => entra_failure_cause(entra, &self.client_id, federation),
+            None => format!(
+                "Microsoft Entra ID answered HTTP {status} {} with a body that is not an Entra \
+                 error. Check the authority host ({}).",
+                response.status.canonical_reason(),
+                self.authority
+            ),
+        };
+        let expired = entra.as_ref().is_some_and(|e| e.codes.contains(&700024));
+        let error_code = entra
+            .as_ref()
+            .and_then(|e| e.codes.first().map(|c| format!("AADSTS{c}")))
+            .or_else(|| Some(response.status.canonical_reason().to_string()));
+        let source = azure_core::Error::with_message(
+            ErrorKind::HttpResponse {
+                status: response.status,
+                error_code,
+                raw_response: Some(Box::new(response.into_raw())),
+            },
+            format!("HTTP {status} from Microsoft Entra ID"),
+        );
+        let error = error::failed_with(cause, source);
+        if expired {
+            Failure::AssertionExpired(error)
+        } else {
+            Failure::Other(error)
+        }
+    }
+}
+
+enum Failure {
+    AssertionExpired(azure_core::Error),
+    Other(azure_core::Error),
+}
+
+/// The form of the token request.
+fn form_body(client_id: &str, assertion: &Secret, request: &TokenRequest) -> String {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("client_assertion", assertion.secret())
+        .append_pair("client_assertion_type", ASSERTION_TYPE)
+        .append_pair("client_id", client_id)
+        .append_pair("grant_type", "client_credentials")
+        .append_pair("scope", &request.scopes.join(" "));
+    if let Some(claims) = &request.claims {
+        form.append_pair("claims", claims);
+    }
+    form.finish()
+}
+
+/// Seconds given as a JSON number (fractions dropped) or a string of one.
+fn seconds(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && f.abs() < 1e15)
+                .map(|f| f.trunc() as i64)
+        }),
+        Value::String(s) => seconds(
+            &serde_json::from_str::<Value>(s.trim())
+                .ok()
+                .filter(Value::is_number)?,
+        ),
+        _ => None,
+    }
+}
+
+/// Reads a successful token response. Never echoes the body, which holds the token.
+///
+/// - `expires_in` (number, or number in a string; fractions dropped) gives the expiry; without
+///   it `expires_on` (Unix seconds). The lifetime must be positive and under seven days.
+/// - `refresh_on` is `refresh_in` when it lies within the lifetime, else half the lifetime for
+///   tokens of 2 hours or more, else `None`.
+/// - `token_type` defaults to `Bearer`; other types are refused, since Azure SDK clients send
+///   the token as a bearer token.
+pub(crate) fn parse_token_response(
+    body: &[u8],
+    now: OffsetDateTime,
+) -> Result<AccessTokenInfo, String> {
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+        return Err("Microsoft Entra ID's token response is not a JSON object.".to_owned());
+    };
+    let token = match fields.get("access_token") {
+        Some(Value::String(t)) if !t.trim().is_empty() => t.clone(),
+        Some(_) => {
+            return Err(
+                "Microsoft Entra ID's token response has an empty or non-string access_token."
+                    .to_owned(),
+            );
+        }
+        None => return Err("Microsoft Entra ID's token response has no access_token.".to_owned()),
+    };
+    let token_type = match fields.get("token_type") {
+        None | Some(Value::Null) => "Bearer".to_owned(),
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => "Bearer".to_owned(),
+        Some(Value::String(_)) => {
+            // The type is not echoed: a broken response may hold anything in it, even the token.
+            return Err(
+                "Microsoft Entra ID returned a token whose token_type is not Bearer; only \
+                        Bearer tokens are supported."
+                    .to_owned(),
+            );
+        }
+        Some(_) => {
+            return Err(
+                "Microsoft Entra ID's token response has a non-string token_type.".to_owned(),
+            );
+        }
+    };
+    let lifetime = match (fields.get("expires_in"), fields.get("expires_on")) {
+        (Some(v), _) => Duration::seconds(seconds(v).ok_or(
+            "Microsoft Entra ID's token response has an expires_in that is not a number.",
+        )?),
+        (None, Some(v)) => {
+            let at = seconds(v).ok_or(
+                "Microsoft Entra ID's token response has an expires_on that is not a number.",
+            )?;
+            let at = OffsetDateTime::from_unix_timestamp(at).map_err(
+                |_| "Microsoft Entra ID's token response has an expires_on out of range.",
+            )?;
+            at - now
+        }
+        (None, None) => {
+            return Err(
+                "Microsoft Entra ID's token response has neither expires_in nor expires_on."
+                    .to_owned(),
+            );
+        }
+    };
+    if lifetime <= Duration::ZERO {
+        return Err("Microsoft Entra ID returned a token that has already expired (its lifetime is not positive). \
+                    Check the clock of this machine."
+            .to_owned());
+    }
+    if lifetime > MAX_LIFETIME {
+        return Err(
+            "Microsoft Entra ID returned a token with an implausible lifetime (over seven days)."
+                .to_owned(),
+        );
+    }
+    let refresh_in = fields
+        .get("refresh_in")
+        .and_then(seconds)
+        .map(Duration::seconds)
+        .filter(|r| *r > Duration::ZERO && *r < lifetime);
+    let refresh_in = refresh_in
+        .or((lifetime >= LONG_LIVED).then(|| Duration::seconds(lifetime.whole_seconds() / 2)));
+    Ok(AccessTokenInfo {
+        token: Secret::new(token),
+        expires_on: now + lifetime,
+        refresh_on: refresh_in.map(|r| now + r),
+        token_type,
+    })
+}
+
+/// An Entra error body.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct EntraError {
+    error: String,
+    description: String,
+    codes: Vec<i64>,
+    trace_id: Option<String>,
+    correlation_id: Option<String>,
+}
+
+impl EntraError {
+    fn parse(body: &[u8]) -> Option<Self> {
+        let Value::Object(fields) = serde_json::from_slice::<Value>(body).ok()? else {
+            return None;
+        };
+        let text = |name: &str| {
+            fields
+                .get(name)
+                .and_then(Value::as_str)
+                .map(|s| s.chars().take(1000).collect::<String>())
+        };
+        let error = text("error")?;
+        Some(Self {
+            error,
+            description: text("error_description").unwrap_or_default(),
+            codes: fields
+                .get("error_codes")
+                .and_then(Value::as_array)
+                .map(|codes| codes.iter().filter_map(Value::as_i64).collect())
+                .unwrap_or_default(),
+            trace_id: text("trace_id"),
+            correlation_id: text("correlation_id"),
+        })
+    }
+}
+
+/// What an Entra error means for this credential, and how to fix it.
+fn entra_failure_cause(
+    entra: &EntraError,
+    client_id: &str,
+    federation: &FederationClaims,
+) -> String {
+    let summary = entra.description.lines().next().unwrap_or_default().trim();
+    let ids = [
+        Some(format!("error: {}", entra.error)),
+        (!entra.codes.is_empty()).then(|| {
+            let codes: Vec<String> = entra.codes.iter().map(|c| format!("AADSTS{c}")).collect();
+            format!("codes: {}", codes.join(", "))
+        }),
+        entra.trace_id.as_ref().map(|t| format!("trace ID: {t}")),
+        entra
+            .correlation_id
+            .as_ref()
+            .map(|c| format!("correlation ID: {c}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join("; ");
+    let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unreadable)".to_owned());
+    let mismatch = [
+        (700211, "issuer"),
+        (700212, "audience"),
+        (700213, "subject"),
+    ]
+    .into_iter()
+    .find(|(code, _)| entra.codes.contains(code));
+    let advice = if let Some((_, what)) = mismatch {
+        format!(
+            "No federated identity credential of the app '{client_id}' matches the OIDC token's \
+             {what}. The token has issuer '{}', subject '{}' and audience '{}'; the federated \
+             credential on the app registration (or managed identity) must match them exactly.",
+            shown(&federation.iss),
+            shown(&federation.sub),
+            shown(&federation.aud)
+        )
+    } else if entra.codes.contains(&700024) {
+        "Microsoft Entra ID says the OIDC token (client assertion) is not within its valid time \
+         range, even after a new one was fetched. Check this machine's clock."
+            .to_owned()
+    } else if entra.codes.contains(&700016) {
+        format!(
+            "The application '{client_id}' was not found in the tenant. Check the client ID \
+             (AZURESUBSCRIPTION_CLIENT_ID) and the tenant ID of the service connection."
+        )
+    } else if entra.codes.contains(&90002) {
+        "The tenant was not found. Check the tenant ID (AZURESUBSCRIPTION_TENANT_ID) and the \
+         authority host for your cloud."
+            .to_owned()
+    } else if entra.codes.contains(&50027) || entra.codes.contains(&7000215) {
+        "Microsoft Entra ID did not accept the OIDC token as a client assertion. Check that the \
+         service connection uses workload identity federation."
+            .to_owned()
+    } else {
+        "Microsoft Entra ID refused the token request.".to_owned()
+    };
+    format!("{advice} Entra ID said: \"{summary}\" ({ids})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap()
+    }
+
+    #[test]
+    fn token_response_interpretation() {
+        let h = 3600;
+        // (body, Ok((lifetime s, refresh_in s))) or Err(fragment)
+        let cases: &[(&str, Result<(i64, Option<i64>), &str>)] = &[
+            (
+                r#"{"token_type":"Bearer","expires_in":3599,"access_token":"t"}"#,
+                Ok((3599, None)),
+            ),
+            (
+                r#"{"expires_in":"3599","access_token":"t"}"#,
+                Ok((3599, None)),
+            ),
+            (
+                r#"{"expires_in":" 60 ","access_token":"t"}"#,
+                Ok((60, None)),
+            ),
+            (r#"{"expires_in":59.9,"access_token":"t"}"#, Ok((59, None))),
+            (
+                r#"{"expires_in":3599,"refresh_in":1800,"access_token":"t"}"#,
+                Ok((3599, Some(1800))),
+            ),
+            (
+                r#"{"expires_in":3599,"refresh_in":"1800","access_token":"t"}"#,
+                Ok((3599, Some(1800))),
+            ),
+            (
+                r#"{"expires_in":86399,"access_token":"t"}"#,
+                Ok((86399, Some(43199))),
+            ),
+            (
+                r#"{"expires_in":7200,"access_token":"t"}"#,
+                Ok((7200, Some(h))),
+            ),
+            (
+                r#"{"expires_in":3599,"refresh_in":99999,"access_token":"t"}"#,
+                Ok((3599, None)),
+            ),
+            (
+                r#"{"expires_in":3599,"refresh_in":-5,"access_token":"t"}"#,
+                Ok((3599, None)),
+            ),
+            (
+                r#"{"expires_in":3599,"refresh_in":"soon","access_token":"t"}"#,
+                Ok((3599, None)),
+            ),
+            (
+                r#"{"expires_on":1700003600,"access_token":"t"}"#,
+                Ok((3600, None)),
+            ),
+            (
+                r#"{"expires_on":"1700003600","access_token":"t"}"#,
+                Ok((3600, None)),
+            ),
+            (
+                r#"{"token_type":"bearer","expires_in":5,"access_token":"t"}"#,
+                Ok((5, None)),
+            ),
+            (
+                r#"{"token_type":"pop","expires_in":5,"access_token":"t"}"#,
+                Err("not Bearer"),
+            ),
+            (
+                r#"{"token_type":7,"expires_in":5,"access_token":"t"}"#,
+                Err("non-string token_type"),
+            ),
+            (
+                r#"{"expires_in":0,"access_token":"t"}"#,
+                Err("already expired"),
+            ),
+            (
+                r#"{"expires_in":-1,"access_token":"t"}"#,
+                Err("already expired"),
+            ),
+            (
+                r#"{"expires_on":1600000000,"access_token":"t"}"#,
+                Err("already expired"),
+            ),
+            (
+                r#"{"expires_in":1e300,"access_token":"t"}"#,
+                Err("not a number"),
+            ),
+            (
+                r#"{"expires_in":99999999999,"access_token":"t"}"#,
+                Err("implausible"),
+            ),
+            (
+                r#"{"expires_in":"abc","access_token":"t"}"#,
+                Err("not a number"),
+            ),
+            (
+                r#"{"expires_in":true,"access_token":"t"}"#,
+                Err("not a number"),
+            ),
+            (
+                r#"{"access_token":"t"}"#,
+                Err("neither expires_in nor expires_on"),
+            ),
+            (r#"{"expires_in":5}"#, Err("no access_token")),
+            (
+                r#"{"expires_in":5,"access_token":""}"#,
+                Err("empty or non-string"),
+            ),
+            (
+                r#"{"expires_in":5,"access_token":5}"#,
+                Err("empty or non-string"),
+            ),
+            (
+                r#"{"expires_in":5,"access_token":"#,
+                Err("not a JSON object"),
+            ),
+            ("", Err("not a JSON object")),
+            ("<html></html>", Err("not a JSON object")),
+            ("[1]", Err("not a JSON object")),
+            ("\u{FFFD}", Err("not a JSON object")),
+        ];
+        for (body, expected) in cases {
+            match (parse_token_response(body.as_bytes(), now()), expected) {
+                (Ok(info), Ok((lifetime, refresh))) => {
+                    assert_eq!(
+                        info.expires_on,
+                        now() + Duration::seconds(*lifetime),
+                        "{body}"
+                    );
+                    assert_eq!(
+                        info.refresh_on,
+                        refresh.map(|r| now() + Duration::seconds(r)),
+                        "{body}"
+                    );
+                    assert_eq!(info.token.secret(), "t");
+                    assert_eq!(info.token_type, "Bearer");
+                }
+                (Err(m), Err(e)) => assert!(m.contains(e), "{body}: {m}"),
+                (got, expected) => panic!(
+                    "{body}: got {:?}, expected {expected:?}",
+                    got.map(|i| i.expires_on)
+                ),
+            }
+        }
+        assert!(parse_token_response(b"\xff\xfe{", now()).is_err());
+    }
+
+    #[test]
+    fn token_response_errors_never_echo_the_body() {
+        let body = br#"{"expires_in":"x","access_token":"SECRET-TOKEN-VALUE","token_type":"SECRET-TOKEN-VALUE"}"#;
+        let e = parse_token_response(body, now()).unwrap_err();
+        assert!(!e.contains("SECRET-TOKEN-VALUE"), "{e}");
+    }
+
+    #[test]
+    fn form_body_is_encoded() {
+        let request = TokenRequest {
+            tenant: "t".into(),
+            scopes: vec!["https://storage.azure.com/.default".into(), "b c".into()],
+            claims: Some(r#"{"a":1}"#.into()),
+        };
+        let form = form_body("client", &Secret::new("x.y+z"), &request);
+        assert_eq!(
+            form,
+            "client_assertion=x.y%2Bz&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer\
+             &client_id=client&grant_type=client_credentials&scope=https%3A%2F%2Fstorage.azure.com%2F.default+b+c\
+             &claims=%7B%22a%22%3A1%7D"
+        );
+        let no_claims = TokenRequest {
+            claims: None,
+            ..request
+        };
+        assert!(!form_body("client", &Secret::new("a"), &no_claims).contains("claims"));
+    }
+
+    #[test]
+    fn entra_errors_explained() {
+        let federation = FederationClaims {
+            iss: Some("https://vstoken.dev.azure.com/org".into()),
+            sub: Some("sc://o/p/c".into()),
+            aud: Some("api://AzureADTokenExchange".into()),
+            exp: None,
+        };
+        let body = |code: i64, error: &str| {
+            format!(
+                r#"{{"error":"{error}","error_description":"AADSTS{code}: Something.\r\nTrace ID: t\r\n","error_codes":[{code}],"trace_id":"tid","correlation_id":"cid"}}"#
+            )
+        };
+        let cases: &[(i64, &str, &[&str])] = &[
+            (
+                700211,
+                "invalid_request",
+                &[
+                    "issuer",
+                    "https://vstoken.dev.azure.com/org",
+                    "sc://o/p/c",
+                    "api://AzureADTokenExchange",
+                ],
+            ),
+            (700212, "invalid_request", &["audience"]),
+            (700213, "invalid_request", &["subject", "'client'"]),
+            (700024, "invalid_client", &["valid time range", "clock"]),
+            (
+                700016,
+                "unauthorized_client",
+                &["was not found in the tenant"],
+            ),
+            (90002, "invalid_request", &["tenant was not found"]),
+            (50027, "invalid_client", &["workload identity federation"]),
+            (
+                12345,
+                "server_error",
+                &[
+                    "refused the token request",
+                    "AADSTS12345: Something.",
+                    "trace ID: tid",
+                    "correlation ID: cid",
+                    "error: server_error",
+                    "codes: AADSTS12345",
+                ],
+            ),
+        ];
+        for (code, error, needles) in cases {
+            let entra = EntraError::parse(body(*code, error).as_bytes()).unwrap();
+            let cause = entra_failure_cause(&entra, "client", &federation);
+            for needle in *needles {
+                assert!(cause.contains(needle), "{code}: {cause}");
+            }
+            assert!(
+                !cause.contains("Trace ID: t\r"),
+                "only the first line of the description"
+            );
+        }
+        assert_eq!(EntraError::parse(b"not json"), None);
+        assert_eq!(EntraError::parse(br#"{"no":"error"}"#), None);
+        assert_eq!(
+            EntraError::parse(br#"{"error":"x"}"#).unwrap().codes,
+            Vec::<i64>::new()
+        );
+    }
+}

@@ -160,10 +160,10 @@ impl AzurePipelinesAssertion {
     }
 
     pub(crate) async fn reusable_token(&self) -> azure_core::Result<Arc<OidcToken>> {
-        if let Some(held) = self.inner.reusable.load_full() {
-            if self.inner.clock.now() < held.reuse_until {
-                return Ok(held);
-            }
+        if let Some(held) = self.inner.reusable.load_full()
+            && self.inner.clock.now() < held.reuse_until
+        {
+            return Ok(held);
         }
         let inner = self.inner.clone();
         self.inner

@@ -251,10 +251,10 @@ impl TokenCache {
         Fut: Future<Output = azure_core::Result<AccessTokenInfo>> + Send + 'static,
     {
         let slot = self.slot(key);
-        if let Some(token) = slot.token.load_full() {
-            if self.clock.now() < token.stop_at {
-                return Ok(token);
-            }
+        if let Some(token) = slot.token.load_full()
+            && self.clock.now() < token.stop_at
+        {
+            return Ok(token);
         }
         tracing::debug!(target: "azure_pipelines_credential", "token cache: miss");
         slot.flight.join(self.work(slot.clone(), fetch)).await
@@ -332,6 +332,11 @@ impl TokenCache {
         slot
     }
 
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.slots.load().len()
+    }
+
     fn jitter_unit(&self) -> f64 {
         (self.jitter.hash_one(unix_millis(self.clock.now())) >> 11) as f64 / (1u64 << 53) as f64
     }
@@ -368,7 +373,10 @@ fn unix_millis(at: OffsetDateTime) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
     use azure_core::credentials::Secret;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::sync::Semaphore;
 
     fn at(s: i64) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(1_700_000_000 + s).unwrap()
@@ -506,5 +514,319 @@ mod tests {
                 assert_eq!(state.hash_one(probe), state.hash_one(&owned));
             }
         }
+    }
+
+    /// A fetch that counts its calls, waits for a permit of `gate`, then returns a token with
+    /// `lifetime` seconds left on `clock` (or an error when `fail` is set).
+    #[derive(Clone)]
+    struct Source {
+        clock: ManualClock,
+        calls: Arc<AtomicUsize>,
+        gate: Arc<Semaphore>,
+        fail: Arc<AtomicBool>,
+        lifetime: i64,
+    }
+
+    impl Source {
+        fn new(clock: &ManualClock, lifetime: i64) -> Self {
+            Self {
+                clock: clock.clone(),
+                calls: Arc::default(),
+                gate: Arc::new(Semaphore::new(GATE_PERMITS as usize)),
+                fail: Arc::default(),
+                lifetime,
+            }
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+
+        fn fetch(
+            &self,
+        ) -> impl FnOnce() -> std::pin::Pin<
+            Box<dyn Future<Output = azure_core::Result<AccessTokenInfo>> + Send>,
+        > + use<> {
+            let this = self.clone();
+            move || {
+                Box::pin(async move {
+                    let n = this.calls.fetch_add(1, Ordering::SeqCst);
+                    let _permit = this.gate.acquire().await.expect("gate open");
+                    if this.fail.load(Ordering::SeqCst) {
+                        return Err(crate::error::failed("refused"));
+                    }
+                    Ok(AccessTokenInfo {
+                        token: Secret::new(format!("token-{n}")),
+                        expires_on: this.clock.now() + Duration::seconds(this.lifetime),
+                        refresh_on: None,
+                        token_type: "Bearer".into(),
+                    })
+                })
+            }
+        }
+
+        /// Holds every fetch until the returned permits are dropped.
+        fn close_gate(&self) -> tokio::sync::OwnedSemaphorePermit {
+            self.gate
+                .clone()
+                .try_acquire_many_owned(GATE_PERMITS)
+                .expect("gate")
+        }
+    }
+
+    const GATE_PERMITS: u32 = 1 << 20;
+    const KEY: KeyRef<'static> = KeyRef {
+        scopes: &["s"],
+        tenant: "t",
+        cae: false,
+    };
+
+    fn hit(cache: &TokenCache, key: KeyRef<'_>, source: &Source) -> Option<String> {
+        match cache.lookup(key, |c| c.info.token.secret().to_owned(), source.fetch()) {
+            Lookup::Hit(t) => Some(t),
+            Lookup::Miss => None,
+        }
+    }
+
+    /// Lets spawned tasks run until `done` holds (bounded: no test waits on wall time).
+    async fn settle(done: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("background work did not finish");
+    }
+
+    async fn warm(cache: &TokenCache, source: &Source) -> String {
+        cache
+            .wait(KEY, source.fetch())
+            .await
+            .unwrap()
+            .info
+            .token
+            .secret()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn soft_window_serves_at_once_and_refreshes_once_in_background() {
+        let clock = ManualClock::starting_now();
+        let cache = TokenCache::new(Arc::new(clock.clone()), 8);
+        let source = Source::new(&clock, 3600);
+        let first = warm(&cache, &source).await;
+        assert_eq!(hit(&cache, KEY, &source).as_deref(), Some(first.as_str()));
+        assert_eq!(source.calls(), 1);
+
+        clock.advance(Duration::minutes(55));
+        let gate = source.close_gate();
+        for _ in 0..100 {
+            // lookup is synchronous: a caller in the refresh window never waits on the network.
+            assert_eq!(hit(&cache, KEY, &source).as_deref(), Some(first.as_str()));
+        }
+        settle(|| source.calls() == 2).await;
+        assert_eq!(source.calls(), 2, "one background refresh for 100 callers");
+        drop(gate);
+        settle(|| hit(&cache, KEY, &source).as_deref() == Some("token-1")).await;
+        assert_eq!(source.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn hard_window_callers_share_one_request() {
+        let clock = ManualClock::starting_now();
+        let cache = Arc::new(TokenCache::new(Arc::new(clock.clone()), 8));
+        let source = Source::new(&clock, 3600);
+        warm(&cache, &source).await;
+        clock.advance(Duration::seconds(3600 - 10));
+        assert_eq!(
+            hit(&cache, KEY, &source),
+            None,
+            "past the stop time nothing is served"
+        );
+        let gate = source.close_gate();
+        let waiters: Vec<_> = (0..50)
+            .map(|_| {
+                let (cache, source) = (cache.clone(), source.clone());
+                tokio::spawn(async move {
+                    cache
+                        .wait(KEY, source.fetch())
+                        .await
+                        .map(|c| c.info.token.secret().to_owned())
+                })
+            })
+            .collect();
+        settle(|| source.calls() == 2).await;
+        drop(gate);
+        for w in waiters {
+            assert_eq!(w.await.unwrap().unwrap(), "token-1");
+        }
+        assert_eq!(source.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn failed_refresh_keeps_the_token_and_backs_off() {
+        let clock = ManualClock::starting_now();
+        let cache = TokenCache::new(Arc::new(clock.clone()), 8);
+        let source = Source::new(&clock, 3600);
+        let first = warm(&cache, &source).await;
+        source.fail.store(true, Ordering::SeqCst);
+        clock.advance(Duration::minutes(55));
+        assert_eq!(hit(&cache, KEY, &source).as_deref(), Some(first.as_str()));
+        settle(|| source.calls() == 2).await;
+        // Let the failed attempt finish and record its backoff.
+        settle(|| !cache.slots.load().get(&KEY).unwrap().flight.in_flight()).await;
+        for _ in 0..10 {
+            assert_eq!(hit(&cache, KEY, &source).as_deref(), Some(first.as_str()));
+        }
+        assert_eq!(source.calls(), 2, "no new attempt within the backoff");
+        clock.advance(REFRESH_BACKOFF + Duration::seconds(1));
+        assert_eq!(hit(&cache, KEY, &source).as_deref(), Some(first.as_str()));
+        settle(|| source.calls() == 3).await;
+
+        // Past the stop time the old token is not served, even though it has not expired.
+        clock.advance(Duration::minutes(4) + Duration::seconds(20));
+        settle(|| !cache.slots.load().get(&KEY).unwrap().flight.in_flight()).await;
+        assert_eq!(hit(&cache, KEY, &source), None);
+        assert!(cache.wait(KEY, source.fetch()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn keys_are_isolated_by_tenant_and_cae() {
+        let clock = ManualClock::starting_now();
+        let cache = TokenCache::new(Arc::new(clock.clone()), 8);
+        let source = Source::new(&clock, 3600);
+        let keys = [
+            KEY,
+            KeyRef {
+                tenant: "other",
+                ..KEY
+            },
+            KeyRef { cae: true, ..KEY },
+            KeyRef {
+                scopes: &["s", "t"],
+                ..KEY
+            },
+        ];
+        let mut tokens = Vec::new();
+        for key in keys {
+            tokens.push(
+                cache
+                    .wait(key, source.fetch())
+                    .await
+                    .unwrap()
+                    .info
+                    .token
+                    .secret()
+                    .to_owned(),
+            );
+        }
+        tokens.dedup();
+        assert_eq!(tokens.len(), 4);
+        for (key, token) in keys.iter().zip(&tokens) {
+            assert_eq!(hit(&cache, *key, &source).as_ref(), Some(token));
+        }
+        assert_eq!(source.calls(), 4);
+    }
+
+    #[tokio::test]
+    async fn capacity_holds_and_expired_entries_go_first() {
+        let clock = ManualClock::starting_now();
+        let cache = TokenCache::new(Arc::new(clock.clone()), 64);
+        let short = Source::new(&clock, 60);
+        let long = Source::new(&clock, 3600);
+        let names: Vec<String> = (0..1000).map(|i| format!("scope-{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            let scopes = [name.as_str()];
+            let key = KeyRef {
+                scopes: &scopes,
+                ..KEY
+            };
+            let source = if i < 10 { &long } else { &short };
+            cache.wait(key, source.fetch()).await.unwrap();
+            assert!(cache.len() <= 64);
+            if i == 9 {
+                // The ten long-lived entries are now alone in being valid later on.
+                clock.advance(Duration::seconds(1));
+            }
+        }
+        assert_eq!(cache.len(), 64);
+        clock.advance(Duration::minutes(5));
+        for name in &names[..10] {
+            let scopes = [name.as_str()];
+            assert!(
+                hit(
+                    &cache,
+                    KeyRef {
+                        scopes: &scopes,
+                        ..KEY
+                    },
+                    &long
+                )
+                .is_some(),
+                "{name} evicted before shorter-lived entries"
+            );
+        }
+        // All short tokens have expired: a new key evicts them first.
+        let scopes = ["fresh"];
+        cache
+            .wait(
+                KeyRef {
+                    scopes: &scopes,
+                    ..KEY
+                },
+                long.fetch(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(cache.len(), 11);
+    }
+
+    #[tokio::test]
+    async fn dropped_callers_never_wedge_the_cache() {
+        let clock = ManualClock::starting_now();
+        let cache = TokenCache::new(Arc::new(clock.clone()), 8);
+        let source = Source::new(&clock, 3600);
+        let gate = source.close_gate();
+        for _ in 0..5 {
+            // Poll once (starting or joining the request), then drop the caller.
+            let waiting = cache.wait(KEY, source.fetch());
+            tokio::select! {
+                biased;
+                _ = waiting => panic!("the gate is closed"),
+                _ = tokio::task::yield_now() => {}
+            }
+        }
+        settle(|| source.calls() == 1).await;
+        drop(gate);
+        assert_eq!(warm(&cache, &source).await, "token-0");
+        assert_eq!(
+            source.calls(),
+            1,
+            "the abandoned request completed and was reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn close_stops_refreshes_but_keeps_serving() {
+        let clock = ManualClock::starting_now();
+        let cache = TokenCache::new(Arc::new(clock.clone()), 8);
+        let source = Source::new(&clock, 3600);
+        let first = warm(&cache, &source).await;
+        let gate = source.close_gate();
+        clock.advance(Duration::minutes(55));
+        assert_eq!(hit(&cache, KEY, &source).as_deref(), Some(first.as_str()));
+        settle(|| source.calls() == 2).await;
+        cache.close();
+        drop(gate);
+        settle(|| !cache.slots.load().get(&KEY).unwrap().flight.in_flight()).await;
+        for _ in 0..10 {
+            assert_eq!(hit(&cache, KEY, &source).as_deref(), Some(first.as_str()));
+        }
+        assert_eq!(
+            source.calls(),
+            2,
+            "no refresh after close; the one in flight was cancelled"
+        );
     }
 }

@@ -98,10 +98,10 @@ pub fn is_unavailable(error: &Error) -> bool {
         if e.is::<Unavailable>() {
             return true;
         }
-        if let Some(inner) = e.downcast_ref::<Error>() {
-            if inner.downcast_ref::<Unavailable>().is_some() {
-                return true;
-            }
+        if let Some(inner) = e.downcast_ref::<Error>()
+            && inner.downcast_ref::<Unavailable>().is_some()
+        {
+            return true;
         }
         current = e.source();
     }

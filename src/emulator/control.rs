@@ -1,0 +1,481 @@
+//! Knobs, injected faults and counters, shared between the test and the server.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+/// One of the two endpoints the emulator serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// The Azure DevOps OIDC endpoint (`POST .../oidctoken`).
+    Oidc,
+    /// The Microsoft Entra ID token endpoint (`POST /{tenant}/oauth2/v2.0/token`).
+    Token,
+}
+
+impl Endpoint {
+    fn index(self) -> usize {
+        match self {
+            Endpoint::Oidc => 0,
+            Endpoint::Token => 1,
+        }
+    }
+}
+
+/// A failure the emulator produces instead of the normal answer.
+///
+/// Faults are applied after the request has been counted, held and delayed, and
+/// before any validation, like an outage in front of the real service.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// An error status. The body is what the real service sends for it: an
+    /// Entra error JSON on [`Endpoint::Token`], a VSS error JSON on
+    /// [`Endpoint::Oidc`]. `retry_after` adds a `Retry-After` header (seconds).
+    Status {
+        /// HTTP status code, e.g. 429 or 503.
+        status: u16,
+        /// Value of the `Retry-After` header, in seconds.
+        retry_after: Option<u64>,
+    },
+    /// Never answer. The connection stays open until the client gives up or the
+    /// emulator shuts down.
+    Hang,
+    /// Close the connection without sending any response.
+    DropConnection,
+    /// `200 OK` with `Content-Type: application/json` and a truncated JSON body.
+    MalformedJson,
+    /// `203 Non-Authoritative Information` with an HTML sign-in page, which is
+    /// what Azure DevOps answers when it does not accept the caller's token.
+    Html203,
+    /// An arbitrary canned response, for hostile-input tests.
+    Body {
+        /// HTTP status code.
+        status: u16,
+        /// `Content-Type` header value. An invalid header value is replaced by
+        /// `application/octet-stream`.
+        content_type: String,
+        /// The response body, sent as is.
+        body: Vec<u8>,
+    },
+}
+
+impl Fault {
+    /// A canned Azure DevOps (VSS) error response, e.g. the 400 sent since
+    /// 2026-03 when the current stage does not reference the service
+    /// connection.
+    ///
+    /// ```
+    /// use azure_pipelines_credential::emulator::Fault;
+    /// let fault = Fault::vss_error(
+    ///     400,
+    ///     "InvalidServiceConnectionReferenceException",
+    ///     "There is no explicit reference to service connection 'x' from the current stage.",
+    /// );
+    /// assert!(matches!(fault, Fault::Body { status: 400, .. }));
+    /// ```
+    pub fn vss_error(status: u16, type_key: &str, message: &str) -> Fault {
+        Fault::Body {
+            status,
+            content_type: "application/json; charset=utf-8".to_owned(),
+            body: crate::emulator::oidc::vss_error_json(type_key, message).into_bytes(),
+        }
+    }
+
+    /// A canned Entra ID error response: `error` is the OAuth error
+    /// (`invalid_client`, ...), `code` the AADSTS number and `description`
+    /// the text after `AADSTS<code>: `.
+    ///
+    /// ```
+    /// use azure_pipelines_credential::emulator::Fault;
+    /// let fault = Fault::entra_error(400, "invalid_client", 7000215, "Invalid client secret provided.");
+    /// assert!(matches!(fault, Fault::Body { status: 400, .. }));
+    /// ```
+    pub fn entra_error(status: u16, error: &str, code: u32, description: &str) -> Fault {
+        let ids = crate::emulator::entra::RequestIds::new(None);
+        let now = OffsetDateTime::now_utc();
+        Fault::Body {
+            status,
+            content_type: "application/json; charset=utf-8".to_owned(),
+            body: crate::emulator::entra::entra_error_json(&ids, now, error, code, description)
+                .into_bytes(),
+        }
+    }
+}
+
+/// When an injected [`Fault`] applies.
+#[derive(Clone, Copy, Debug)]
+pub enum FaultTrigger {
+    /// The next N requests to the endpoint.
+    Count(u32),
+    /// Each request, with this probability (0.0 to 1.0), until cleared.
+    Rate(f64),
+}
+
+/// A snapshot of what reached the emulator; see [`Control::counters`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Counters {
+    /// Requests that reached the OIDC endpoint, including faulted and rejected ones.
+    pub oidc_requests: u64,
+    /// Requests that reached the token endpoint, including faulted and rejected ones.
+    pub token_requests: u64,
+    /// OIDC tokens handed out by the OIDC endpoint (not by
+    /// [`Emulator::issue_oidc_token`](crate::emulator::Emulator::issue_oidc_token)).
+    pub oidc_tokens_issued: u64,
+    /// Access tokens handed out by the token endpoint.
+    pub access_tokens_issued: u64,
+    /// Token requests per `scope` form value, exactly as sent.
+    pub by_scope: BTreeMap<String, u64>,
+    /// Token requests per tenant path segment, exactly as sent.
+    pub by_tenant: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug)]
+struct FaultEntry {
+    fault: Fault,
+    trigger: FaultTrigger,
+}
+
+#[derive(Debug)]
+struct Knobs {
+    latency: [Duration; 2],
+    faults: [Vec<FaultEntry>; 2],
+    access_token_lifetime: Duration,
+    oidc_token_lifetime: Duration,
+    refresh_in: Option<Duration>,
+    clock_skew: i64,
+    expires_in_as_string: bool,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Knobs {
+            latency: [Duration::ZERO; 2],
+            faults: [Vec::new(), Vec::new()],
+            access_token_lifetime: Duration::from_secs(3599),
+            oidc_token_lifetime: Duration::from_secs(600),
+            refresh_in: None,
+            clock_skew: 0,
+            expires_in_as_string: false,
+        }
+    }
+}
+
+struct Inner {
+    knobs: Mutex<Knobs>,
+    counters: Mutex<Counters>,
+    // Number of live `Hold` guards per endpoint; handlers wait for zero.
+    holds: [watch::Sender<u32>; 2],
+}
+
+/// Knobs and counters of a running emulator.
+///
+/// Cheap to clone; every clone controls the same emulator, so a test can move
+/// one into a task while the emulator keeps serving.
+#[derive(Clone)]
+pub struct Control {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Control {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Knobs and counters hold no secrets; they help when a test fails.
+        f.debug_struct("Control")
+            .field("knobs", &*self.knobs())
+            .field("counters", &*self.counters_guard())
+            .finish()
+    }
+}
+
+// A panic in a test thread while holding a lock must not make every later
+// request panic too, so poisoned locks are simply taken over.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Control {
+    pub(crate) fn new() -> Control {
+        Control {
+            inner: Arc::new(Inner {
+                knobs: Mutex::new(Knobs::default()),
+                counters: Mutex::new(Counters::default()),
+                holds: [watch::Sender::new(0), watch::Sender::new(0)],
+            }),
+        }
+    }
+
+    fn knobs(&self) -> MutexGuard<'_, Knobs> {
+        lock(&self.inner.knobs)
+    }
+
+    fn counters_guard(&self) -> MutexGuard<'_, Counters> {
+        lock(&self.inner.counters)
+    }
+
+    /// Delays every answer of `endpoint` by `d` (tokio's clock, so paused-time
+    /// tests work). `Duration::ZERO` removes the delay.
+    pub fn set_latency(&self, endpoint: Endpoint, d: Duration) {
+        self.knobs().latency[endpoint.index()] = d;
+    }
+
+    /// Makes `endpoint` answer with `fault` when `trigger` says so. Several
+    /// faults can be queued; [`FaultTrigger::Count`] ones are used up first, in
+    /// the order they were injected.
+    pub fn inject_fault(&self, endpoint: Endpoint, fault: Fault, trigger: FaultTrigger) {
+        if matches!(trigger, FaultTrigger::Count(0)) {
+            return;
+        }
+        self.knobs().faults[endpoint.index()].push(FaultEntry { fault, trigger });
+    }
+
+    /// Removes every injected fault of both endpoints.
+    pub fn clear_faults(&self) {
+        let mut knobs = self.knobs();
+        for list in &mut knobs.faults {
+            list.clear();
+        }
+    }
+
+    /// Lifetime of the access tokens issued from now on (`expires_in`).
+    /// Default 3599 s.
+    pub fn set_access_token_lifetime(&self, d: Duration) {
+        self.knobs().access_token_lifetime = d;
+    }
+
+    /// Lifetime of the OIDC tokens issued from now on (`exp - iat`). Default 600 s.
+    pub fn set_oidc_token_lifetime(&self, d: Duration) {
+        self.knobs().oidc_token_lifetime = d;
+    }
+
+    /// When `Some`, token responses carry `"refresh_in"` with this many seconds.
+    pub fn set_refresh_in(&self, d: Option<Duration>) {
+        self.knobs().refresh_in = d;
+    }
+
+    /// Moves the emulator's clock: it becomes the real clock plus `seconds`.
+    /// This affects the `iat`/`nbf`/`exp` it issues and its own expiry checks,
+    /// so a test can make a token expired without waiting.
+    pub fn set_clock_skew(&self, seconds: i64) {
+        self.knobs().clock_skew = seconds;
+    }
+
+    /// Sends `expires_in` and `ext_expires_in` as JSON strings (`"3599"`), as
+    /// Entra sometimes does.
+    pub fn set_expires_in_as_string(&self, yes: bool) {
+        self.knobs().expires_in_as_string = yes;
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> Counters {
+        self.counters_guard().clone()
+    }
+
+    /// Sets every counter back to zero.
+    pub fn reset_counters(&self) {
+        *self.counters_guard() = Counters::default();
+    }
+
+    /// Makes requests to `endpoint` wait (after being counted) until the
+    /// returned guard is released or dropped. With several guards, requests
+    /// wait for all of them.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use azure_pipelines_credential::emulator::{Emulator, Endpoint};
+    /// let emulator = Emulator::start().await?;
+    /// let hold = emulator.control().hold(Endpoint::Token);
+    /// // ... start a token request, check that it has not completed ...
+    /// hold.release();
+    /// # Ok(()) }
+    /// ```
+    pub fn hold(&self, endpoint: Endpoint) -> Hold {
+        self.inner.holds[endpoint.index()].send_modify(|n| *n += 1);
+        Hold {
+            control: self.clone(),
+            endpoint,
+        }
+    }
+
+    /// The emulator's clock: the real clock plus the skew set with
+    /// [`Control::set_clock_skew`].
+    pub fn now(&self) -> OffsetDateTime {
+        let skew = self.knobs().clock_skew;
+        OffsetDateTime::now_utc()
+            .checked_add(time::Duration::seconds(skew))
+            .unwrap_or_else(OffsetDateTime::now_utc)
+    }
+
+    /// [`Control::now`] as seconds since the Unix epoch.
+    pub fn now_unix(&self) -> i64 {
+        self.now().unix_timestamp()
+    }
+
+    pub(crate) fn access_token_lifetime(&self) -> Duration {
+        self.knobs().access_token_lifetime
+    }
+
+    pub(crate) fn oidc_token_lifetime(&self) -> Duration {
+        self.knobs().oidc_token_lifetime
+    }
+
+    pub(crate) fn refresh_in(&self) -> Option<Duration> {
+        self.knobs().refresh_in
+    }
+
+    pub(crate) fn expires_in_as_string(&self) -> bool {
+        self.knobs().expires_in_as_string
+    }
+
+    pub(crate) fn latency(&self, endpoint: Endpoint) -> Duration {
+        self.knobs().latency[endpoint.index()]
+    }
+
+    pub(crate) fn take_fault(&self, endpoint: Endpoint) -> Option<Fault> {
+        let mut knobs = self.knobs();
+        let list = &mut knobs.faults[endpoint.index()];
+        if let Some(i) = list
+            .iter()
+            .position(|e| matches!(e.trigger, FaultTrigger::Count(n) if n > 0))
+        {
+            let entry = &mut list[i];
+            let fault = entry.fault.clone();
+            if let FaultTrigger::Count(n) = &mut entry.trigger {
+                *n -= 1;
+                if *n == 0 {
+                    list.remove(i);
+                }
+            }
+            return Some(fault);
+        }
+        list.iter().find_map(|e| match e.trigger {
+            FaultTrigger::Rate(p) if rand::random::<f64>() < p => Some(e.fault.clone()),
+            _ => None,
+        })
+    }
+
+    pub(crate) async fn wait_hold(&self, endpoint: Endpoint) {
+        let mut rx = self.inner.holds[endpoint.index()].subscribe();
+        // The sender lives as long as `self`, so an error cannot happen while
+        // a request is being served; either way the request may proceed.
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    pub(crate) fn record_oidc_request(&self) {
+        self.counters_guard().oidc_requests += 1;
+    }
+
+    pub(crate) fn record_token_request(&self, tenant: &str, scope: Option<&str>) {
+        let mut c = self.counters_guard();
+        c.token_requests += 1;
+        *c.by_tenant.entry(tenant.to_owned()).or_default() += 1;
+        if let Some(scope) = scope {
+            *c.by_scope.entry(scope.to_owned()).or_default() += 1;
+        }
+    }
+
+    pub(crate) fn record_oidc_token_issued(&self) {
+        self.counters_guard().oidc_tokens_issued += 1;
+    }
+
+    pub(crate) fn record_access_token_issued(&self) {
+        self.counters_guard().access_tokens_issued += 1;
+    }
+}
+
+/// Keeps requests to one endpoint waiting; see [`Control::hold`].
+#[must_use = "requests are held only while the guard is alive"]
+pub struct Hold {
+    control: Control,
+    endpoint: Endpoint,
+}
+
+impl Hold {
+    /// Lets the held requests proceed (same as dropping the guard).
+    pub fn release(self) {}
+
+    /// The endpoint this guard holds.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+}
+
+impl fmt::Debug for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hold")
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.control.inner.holds[self.endpoint.index()].send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_faults_are_used_up_in_order() {
+        let c = Control::new();
+        c.inject_fault(Endpoint::Token, Fault::Hang, FaultTrigger::Count(2));
+        c.inject_fault(Endpoint::Token, Fault::Html203, FaultTrigger::Count(1));
+        c.inject_fault(
+            Endpoint::Token,
+            Fault::MalformedJson,
+            FaultTrigger::Count(0),
+        );
+        assert!(matches!(c.take_fault(Endpoint::Token), Some(Fault::Hang)));
+        assert!(c.take_fault(Endpoint::Oidc).is_none());
+        assert!(matches!(c.take_fault(Endpoint::Token), Some(Fault::Hang)));
+        assert!(matches!(
+            c.take_fault(Endpoint::Token),
+            Some(Fault::Html203)
+        ));
+        assert!(c.take_fault(Endpoint::Token).is_none());
+    }
+
+    #[test]
+    fn rate_faults() {
+        let c = Control::new();
+        c.inject_fault(Endpoint::Oidc, Fault::Hang, FaultTrigger::Rate(1.0));
+        c.inject_fault(Endpoint::Token, Fault::Hang, FaultTrigger::Rate(0.0));
+        for _ in 0..10 {
+            assert!(c.take_fault(Endpoint::Oidc).is_some());
+            assert!(c.take_fault(Endpoint::Token).is_none());
+        }
+        c.clear_faults();
+        assert!(c.take_fault(Endpoint::Oidc).is_none());
+    }
+
+    #[test]
+    fn clock_skew_moves_now() {
+        let c = Control::new();
+        let before = c.now_unix();
+        c.set_clock_skew(3600);
+        assert!(c.now_unix() >= before + 3600);
+    }
+
+    #[tokio::test]
+    async fn hold_waits_for_every_guard() {
+        let c = Control::new();
+        let a = c.hold(Endpoint::Oidc);
+        let b = c.hold(Endpoint::Oidc);
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move { c.wait_hold(Endpoint::Oidc).await }
+        });
+        c.wait_hold(Endpoint::Token).await;
+        a.release();
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(b);
+        assert!(waiter.await.is_ok());
+    }
+}

@@ -213,9 +213,10 @@ impl AzurePipelinesCredential {
     /// Releases the HTTP client and stops background refreshes. Later requests that need the
     /// network fail with a "closed" error; tokens already cached may still be served.
     pub async fn close(&self) {
+        // The HTTP client first: no request can start once it is gone.
+        self.inner.http.close();
         self.inner.cache.close();
         self.inner.assertion.close().await;
-        self.inner.http.close();
     }
 
     async fn get<R>(

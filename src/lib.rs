@@ -22,7 +22,7 @@ mod token;
 #[cfg_attr(docsrs, doc(cfg(feature = "emulator")))]
 pub mod emulator;
 
-pub use assertion::AzurePipelinesAssertion;
+pub use assertion::{AzurePipelinesAssertion, AzurePipelinesAssertionOptions};
 pub use context::TokenRequestContext;
 pub use credential::{AzurePipelinesCredential, AzurePipelinesCredentialOptions};
 pub use error::is_unavailable;

@@ -12,7 +12,9 @@
 use azure_identity::ClientAssertionCredentialOptions;
 use azure_pipelines_credential::{
     AzurePipelinesCredential, AzurePipelinesCredentialOptions, TokenRequestContext,
-    emulator::Emulator, jwt,
+    clock::{Clock, SystemClock},
+    emulator::Emulator,
+    jwt,
 };
 use std::{error::Error, fmt::Display, process::ExitCode, time::Instant};
 use time::OffsetDateTime;
@@ -169,7 +171,7 @@ fn row(key: &str, value: impl Display) {
 /// A UTC time with how far it is from now, e.g. `2025-01-01 10:00:00 UTC (in 59 min)`.
 fn when(at: OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
-    let minutes = (at - OffsetDateTime::now_utc()).whole_seconds() as f64 / 60.0;
+    let minutes = (at - SystemClock.now()).whole_seconds() as f64 / 60.0;
     let relative = if minutes.abs() < 1.0 {
         "now".to_owned()
     } else if minutes > 0.0 {

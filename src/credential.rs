@@ -14,6 +14,7 @@ use crate::{
 };
 use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
 use azure_identity::ClientAssertionCredentialOptions;
+use futures::future::BoxFuture;
 use std::{fmt, sync::Arc};
 
 const TENANT_ID_ENV: &str = "AZURESUBSCRIPTION_TENANT_ID";
@@ -226,52 +227,80 @@ impl AzurePipelinesCredential {
         project: impl Fn(&Cached) -> R,
     ) -> azure_core::Result<R> {
         let context = TokenRequestContext::of(options);
-        let inner = &self.inner;
-        let tenant = inner
-            .tenants
-            .resolve(context.and_then(|c| c.tenant_id.as_deref()))
-            .map_err(error::failed)?;
-        let cae = context.is_some_and(|c| c.enable_cae);
+        let target = Target {
+            tenant: self
+                .inner
+                .tenants
+                .resolve(context.and_then(|c| c.tenant_id.as_deref()))
+                .map_err(error::failed)?,
+            cae: context.is_some_and(|c| c.enable_cae),
+            claims: context
+                .and_then(|c| c.claims.as_deref())
+                .filter(|c| !c.trim().is_empty()),
+        };
         let key = KeyRef {
             scopes,
-            tenant,
-            cae,
+            tenant: target.tenant,
+            cae: target.cae,
         };
-        let has_claims = context
-            .and_then(|c| c.claims.as_deref())
-            .is_some_and(|c| !c.trim().is_empty());
-        let request = |claims| TokenRequest {
-            tenant: tenant.to_owned(),
-            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
-            claims,
-        };
-        if !has_claims
-            && let Lookup::Hit(value) = inner.cache.lookup(key, &project, || {
-                fetch(
-                    inner.clone(),
-                    request(claims::request_claims(None, cae).ok().flatten()),
-                )
+        if target.claims.is_none()
+            && let Lookup::Hit(value) = self.inner.cache.lookup(key, &project, || {
+                let claims = claims::request_claims(None, target.cae).ok().flatten();
+                fetch(self.inner.clone(), target.request(scopes, claims))
             })
         {
             tracing::debug!(target: "azure_pipelines_credential", "token cache: hit");
             return Ok(value);
         }
+        Ok(project(&*self.miss(scopes, target).await?))
+    }
 
-        validate_scopes(scopes).map_err(error::failed)?;
-        let request = request(
-            claims::request_claims(context.and_then(|c| c.claims.as_deref()), cae)
-                .map_err(error::failed)?,
-        );
-        let cached = if has_claims {
-            let info = fetch(inner.clone(), request).await?;
-            inner.cache.store(key, info)
-        } else {
-            inner
-                .cache
-                .wait(key, || fetch(inner.clone(), request))
-                .await?
-        };
-        Ok(project(&cached))
+    /// The path that may wait on the network, boxed so that the hit path's future stays small.
+    #[cold]
+    fn miss<'a>(
+        &'a self,
+        scopes: &'a [&'a str],
+        target: Target<'a>,
+    ) -> BoxFuture<'a, azure_core::Result<Arc<Cached>>> {
+        Box::pin(async move {
+            validate_scopes(scopes).map_err(error::failed)?;
+            let claims =
+                claims::request_claims(target.claims, target.cae).map_err(error::failed)?;
+            let request = target.request(scopes, claims);
+            let key = KeyRef {
+                scopes,
+                tenant: target.tenant,
+                cae: target.cae,
+            };
+            let inner = &self.inner;
+            if target.claims.is_some() {
+                let info = fetch(inner.clone(), request).await?;
+                Ok(inner.cache.store(key, info))
+            } else {
+                inner
+                    .cache
+                    .wait(key, || fetch(inner.clone(), request))
+                    .await
+            }
+        })
+    }
+}
+
+/// Where a request goes, decided before any lookup or I/O.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    tenant: &'a str,
+    cae: bool,
+    claims: Option<&'a str>,
+}
+
+impl Target<'_> {
+    fn request(&self, scopes: &[&str], claims: Option<String>) -> TokenRequest {
+        TokenRequest {
+            tenant: self.tenant.to_owned(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            claims,
+        }
     }
 }
 

@@ -74,15 +74,22 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
         W: FnOnce() -> F,
         F: Future<Output = azure_core::Result<T>> + Send + 'static,
     {
+        // Without a Tokio runtime nothing can be spawned (nor could reqwest send): say so
+        // rather than panic.
+        let runtime = tokio::runtime::Handle::try_current();
         let result = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            match &state.current {
-                Some(flight) => flight.result.clone(),
-                None => {
+            match (&state.current, runtime) {
+                (Some(flight), _) => Ok(flight.result.clone()),
+                (None, Err(_)) => Err(error::failed(
+                    "No Tokio runtime is running. Request tokens from within a Tokio runtime, \
+                     as the Azure SDK for Rust's HTTP client requires one.",
+                )),
+                (None, Ok(runtime)) => {
                     let id = state.next_id;
                     state.next_id += 1;
                     let slot = Arc::downgrade(&self.state);
-                    let task = tokio::spawn(work());
+                    let task = runtime.spawn(work());
                     let abort = task.abort_handle();
                     let result = async move {
                         let outcome = match task.await {
@@ -110,12 +117,12 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
                     });
                     // The shared future clears the slot only when polled; this driver polls it
                     // even if every caller walks away.
-                    tokio::spawn(result.clone());
-                    result
+                    runtime.spawn(result.clone());
+                    Ok(result)
                 }
             }
         };
-        async move { result.await.map_err(|e| e.to_error()) }
+        async move { result?.await.map_err(|e| e.to_error()) }
     }
 
     /// Cancels the work in flight; its waiters get the "closed" error.
@@ -128,5 +135,42 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
         {
             flight.abort.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_runtime_it_fails_instead_of_panicking() {
+        let flight = SingleFlight::<u8>::default();
+        let error = futures::executor::block_on(flight.join(|| async { Ok(1) })).unwrap_err();
+        assert!(error.to_string().contains("No Tokio runtime"), "{error}");
+        assert!(!flight.in_flight());
+    }
+
+    #[tokio::test]
+    async fn callers_share_one_run_and_its_error() {
+        let flight = SingleFlight::<u8>::default();
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let joined: Vec<_> = (0..3)
+            .map(|_| {
+                let (runs, gate) = (runs.clone(), gate.clone());
+                flight.join(move || async move {
+                    runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    gate.notified().await;
+                    Err::<u8, _>(error::failed("nope"))
+                })
+            })
+            .collect();
+        assert!(flight.in_flight());
+        gate.notify_one();
+        for result in futures::future::join_all(joined).await {
+            assert!(result.unwrap_err().to_string().contains("nope"));
+        }
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(!flight.in_flight());
     }
 }

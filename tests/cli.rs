@@ -4,9 +4,10 @@
 //! Every run starts from an empty environment (plus PATH and HOME) so variables of the machine
 //! running the tests (a real pipeline agent, say) cannot leak in.
 
+use azure_pipelines_credential::clock::{Clock, SystemClock};
 use azure_pipelines_credential::emulator::Emulator;
 use std::process::{Command, Output};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_azure-pipelines-token");
 
@@ -56,10 +57,7 @@ fn emulator_json_output_is_shaped_like_az() {
     let expires_on = json["expires_on"]
         .as_i64()
         .expect("expires_on is an integer");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = SystemClock.now().unix_timestamp();
     assert!(
         expires_on > now,
         "expires_on {expires_on} is not after {now}"

@@ -1,0 +1,387 @@
+//! Token-cache benchmarks against the built-in emulator over HTTPS, this crate next to
+//! `azure_identity::AzurePipelinesCredential` 1.x. Run with `cargo bench --bench token_cache`.
+//!
+//! 1. Cache hit, one thread: this crate, azure_identity, and the floor (one clock read plus
+//!    cloning the same token).
+//! 2. Cache hits on 1 and 2 threads: time per hit on each thread.
+//! 3. Hit latency while another request is in flight at a 50 ms endpoint: p50/p99.
+//! 4. Ten new scopes requested at once at 20 ms endpoints: wall time and request counts.
+//! 5. 1,000 concurrent cold callers for one scope: request counts.
+//!
+//! 3-5 are distributions and counts rather than means, so they are measured by hand and printed
+//! as tables after criterion's output.
+
+use azure_core::{
+    cloud::{CloudConfiguration, CustomConfiguration},
+    credentials::TokenCredential,
+    http::ClientOptions,
+};
+use azure_identity::ClientAssertionCredentialOptions;
+use azure_pipelines_credential::{
+    AzurePipelinesCredential, AzurePipelinesCredentialOptions,
+    clock::{Clock, ManualClock, SystemClock},
+    emulator::{Emulator, EmulatorConfig, Endpoint},
+};
+use criterion::Criterion;
+use std::hint::black_box;
+use std::{
+    sync::{Arc, Barrier},
+    time::{Duration, Instant},
+};
+
+const SCOPE: &str = "https://storage.azure.com/.default";
+
+struct Bench {
+    runtime: tokio::runtime::Runtime,
+    emulator: Emulator,
+}
+
+impl Bench {
+    fn ours(&self, clock: Option<Arc<dyn Clock>>) -> Arc<AzurePipelinesCredential> {
+        let e = &self.emulator;
+        AzurePipelinesCredential::new(
+            e.config().tenant_id.clone(),
+            e.config().client_id.clone(),
+            &e.config().service_connection_id,
+            e.config().system_access_token.clone(),
+            Some(AzurePipelinesCredentialOptions {
+                credential_options: ClientAssertionCredentialOptions {
+                    client_options: e.client_options(),
+                },
+                authority_host: Some(e.authority_host(true)),
+                oidc_request_uri: Some(e.oidc_request_uri(true)),
+                clock,
+                ..Default::default()
+            }),
+        )
+        .expect("credential")
+    }
+
+    /// azure_identity's credential reads SYSTEM_OIDCREQUESTURI at construction; `main` set it.
+    fn theirs(&self) -> Arc<azure_identity::AzurePipelinesCredential> {
+        let e = &self.emulator;
+        let mut cloud = CustomConfiguration::default();
+        cloud.authority_host = e.authority_host(true);
+        azure_identity::AzurePipelinesCredential::new(
+            e.config().tenant_id.clone(),
+            e.config().client_id.clone(),
+            &e.config().service_connection_id,
+            e.config().system_access_token.clone(),
+            Some(azure_identity::AzurePipelinesCredentialOptions {
+                credential_options: ClientAssertionCredentialOptions {
+                    client_options: ClientOptions {
+                        cloud: Some(Arc::new(CloudConfiguration::from(cloud))),
+                        ..e.client_options()
+                    },
+                },
+            }),
+        )
+        .expect("azure_identity credential")
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn setup() -> Bench {
+    let https_port = free_port();
+    // SAFETY: nothing else runs yet (no runtime, no threads), so nothing reads the environment
+    // concurrently.
+    unsafe {
+        std::env::set_var(
+            "SYSTEM_OIDCREQUESTURI",
+            format!("https://localhost:{https_port}/placeholder"),
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let emulator = runtime
+        .block_on(Emulator::start_with(EmulatorConfig {
+            https_port,
+            ..Default::default()
+        }))
+        .expect("emulator");
+    let uri = emulator.oidc_request_uri(true);
+    assert!(uri.starts_with(&format!("https://localhost:{https_port}/")));
+    // SAFETY: the runtime's workers only run the emulator's tasks, which never read the
+    // environment.
+    unsafe { std::env::set_var("SYSTEM_OIDCREQUESTURI", uri) };
+    Bench { runtime, emulator }
+}
+
+fn hit_single_thread(c: &mut Criterion, bench: &Bench) {
+    let ours = bench.ours(None);
+    let theirs = bench.theirs();
+    let token = bench.runtime.block_on(async {
+        theirs.get_token(&[SCOPE], None).await.expect("token");
+        ours.get_token(&[SCOPE], None).await.expect("token")
+    });
+    let clock = SystemClock;
+    let mut group = c.benchmark_group("1_cache_hit_single_thread");
+    group.bench_function("floor_clock_read_and_token_clone", |b| {
+        b.to_async(&bench.runtime)
+            .iter(|| async { black_box((clock.now(), token.token.clone())) })
+    });
+    group.bench_function("azure_pipelines_credential", |b| {
+        b.to_async(&bench.runtime)
+            .iter(|| async { black_box(ours.get_token(&[SCOPE], None).await) })
+    });
+    group.bench_function("azure_identity_1x", |b| {
+        b.to_async(&bench.runtime)
+            .iter(|| async { black_box(theirs.get_token(&[SCOPE], None).await) })
+    });
+    group.finish();
+}
+
+/// Time per hit on each of `threads` threads hitting the same credential at once.
+fn per_thread_hit_time<C: TokenCredential + ?Sized + 'static>(
+    credential: Arc<C>,
+    threads: usize,
+    iters: u64,
+) -> Duration {
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let credential = credential.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(
+                        futures::executor::block_on(credential.get_token(&[SCOPE], None)).ok(),
+                    );
+                }
+                start.elapsed()
+            })
+        })
+        .collect();
+    let total: Duration = handles.into_iter().map(|h| h.join().expect("thread")).sum();
+    total / threads as u32
+}
+
+fn hits_on_threads(c: &mut Criterion, bench: &Bench) {
+    let ours = bench.ours(None);
+    let theirs = bench.theirs();
+    bench.runtime.block_on(async {
+        ours.get_token(&[SCOPE], None).await.expect("token");
+        theirs.get_token(&[SCOPE], None).await.expect("token");
+    });
+    let mut group = c.benchmark_group("2_cache_hits_per_thread");
+    for threads in [1usize, 2] {
+        let o = ours.clone();
+        group.bench_function(
+            format!("azure_pipelines_credential/{threads}_threads"),
+            |b| b.iter_custom(|iters| per_thread_hit_time(o.clone(), threads, iters)),
+        );
+        let t = theirs.clone();
+        group.bench_function(format!("azure_identity_1x/{threads}_threads"), |b| {
+            b.iter_custom(|iters| per_thread_hit_time(t.clone(), threads, iters))
+        });
+    }
+    group.finish();
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Hit latencies on `SCOPE` measured on this thread while `busy` keeps a 50 ms request in flight.
+fn latencies_while<C: TokenCredential + ?Sized + 'static>(
+    bench: &Bench,
+    credential: Arc<C>,
+    busy: impl Fn(u64) -> Option<tokio::task::JoinHandle<()>>,
+) -> (u64, u64, usize) {
+    // Hits run on this thread; inside the runtime, so that a background refresh can start.
+    let _runtime = bench.runtime.enter();
+    let mut samples = Vec::with_capacity(200_000);
+    let started = Instant::now();
+    let mut round = 0;
+    while started.elapsed() < Duration::from_millis(600) {
+        let in_flight = busy(round);
+        round += 1;
+        for _ in 0..2_000 {
+            let t = Instant::now();
+            black_box(futures::executor::block_on(credential.get_token(&[SCOPE], None)).ok());
+            samples.push(t.elapsed().as_nanos() as u64);
+        }
+        if let Some(handle) = in_flight {
+            bench.runtime.block_on(handle).ok();
+        }
+    }
+    samples.sort_unstable();
+    (
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        samples.len(),
+    )
+}
+
+fn hit_latency_during_refresh(bench: &Bench) -> Vec<String> {
+    let control = bench.emulator.control();
+    let mut rows = Vec::new();
+
+    // Both credentials: another scope's request (50 ms) is in flight while SCOPE is hit.
+    let ours = bench.ours(None);
+    let theirs = bench.theirs();
+    bench.runtime.block_on(async {
+        ours.get_token(&[SCOPE], None).await.expect("token");
+        theirs.get_token(&[SCOPE], None).await.expect("token");
+    });
+    control.set_latency(Endpoint::Token, Duration::from_millis(50));
+    control.set_latency(Endpoint::Oidc, Duration::from_millis(50));
+    {
+        let o = ours.clone();
+        let (p50, p99, n) = latencies_while(bench, ours.clone(), |round| {
+            let o = o.clone();
+            Some(bench.runtime.spawn(async move {
+                let scope = format!("api://bench-other-{round}/.default");
+                o.get_token(&[&scope], None).await.ok();
+            }))
+        });
+        rows.push(format!(
+            "| azure_pipelines_credential, other scope in flight | {p50} | {p99} | {n} |"
+        ));
+    }
+    {
+        let t = theirs.clone();
+        let (p50, p99, n) = latencies_while(bench, theirs.clone(), |round| {
+            let t = t.clone();
+            Some(bench.runtime.spawn(async move {
+                let scope = format!("api://bench-other-{round}/.default");
+                t.get_token(&[&scope], None).await.ok();
+            }))
+        });
+        rows.push(format!(
+            "| azure_identity 1.x, other scope in flight | {p50} | {p99} | {n} |"
+        ));
+    }
+
+    // This crate: SCOPE's own refresh in flight (the clock moved into its refresh window, so
+    // each hit finds a refresh running in the background).
+    control.set_latency(Endpoint::Token, Duration::ZERO);
+    control.set_latency(Endpoint::Oidc, Duration::ZERO);
+    let clock = ManualClock::starting_now();
+    let refreshing = bench.ours(Some(Arc::new(clock.clone())));
+    bench
+        .runtime
+        .block_on(refreshing.get_token(&[SCOPE], None))
+        .expect("token");
+    control.set_latency(Endpoint::Token, Duration::from_millis(50));
+    let before = control.counters().token_requests;
+    let (p50, p99, n) = latencies_while(bench, refreshing.clone(), |_| {
+        // 55 minutes on: past the refresh time of a one-hour token, before its stop time.
+        clock.set(SystemClock.now() + time::Duration::minutes(55));
+        None
+    });
+    let refreshes = control.counters().token_requests - before;
+    rows.push(format!(
+        "| azure_pipelines_credential, own refresh in flight ({refreshes} background refreshes) | {p50} | {p99} | {n} |"
+    ));
+    control.set_latency(Endpoint::Token, Duration::ZERO);
+    rows
+}
+
+fn ten_new_scopes(bench: &Bench) -> Vec<String> {
+    let control = bench.emulator.control();
+    control.set_latency(Endpoint::Token, Duration::from_millis(20));
+    control.set_latency(Endpoint::Oidc, Duration::from_millis(20));
+    let scopes: Vec<String> = (0..10)
+        .map(|i| format!("api://bench-scope-{i}/.default"))
+        .collect();
+    let mut rows = Vec::new();
+    // A new credential per round, so that every round starts cold.
+    let mut run = |name: &str, make: &dyn Fn() -> Arc<dyn TokenCredential>| {
+        let mut walls = Vec::new();
+        let mut counts = (0, 0);
+        for _ in 0..5 {
+            control.reset_counters();
+            let credential = make();
+            let scopes = scopes.clone();
+            let start = Instant::now();
+            bench.runtime.block_on(async move {
+                let calls = scopes.iter().map(|s| {
+                    let credential = credential.clone();
+                    let s = s.clone();
+                    async move { credential.get_token(&[&s], None).await.expect("token") }
+                });
+                futures::future::join_all(calls).await
+            });
+            walls.push(start.elapsed());
+            let c = control.counters();
+            counts = (c.oidc_requests, c.token_requests);
+        }
+        walls.sort();
+        rows.push(format!(
+            "| {name} | {:.1} | {} | {} |",
+            walls[walls.len() / 2].as_secs_f64() * 1000.0,
+            counts.0,
+            counts.1
+        ));
+    };
+    run("azure_pipelines_credential", &|| bench.ours(None));
+    run("azure_identity 1.x", &|| bench.theirs());
+    control.set_latency(Endpoint::Token, Duration::ZERO);
+    control.set_latency(Endpoint::Oidc, Duration::ZERO);
+    rows
+}
+
+fn thousand_cold_callers(bench: &Bench) -> Vec<String> {
+    let control = bench.emulator.control();
+    let mut rows = Vec::new();
+    let mut run = |name: &str, credential: Arc<dyn TokenCredential>| {
+        control.reset_counters();
+        let start = Instant::now();
+        bench.runtime.block_on(async move {
+            let calls = (0..1000).map(|_| {
+                let credential = credential.clone();
+                tokio::spawn(
+                    async move { credential.get_token(&[SCOPE], None).await.expect("token") },
+                )
+            });
+            futures::future::join_all(calls).await
+        });
+        let wall = start.elapsed();
+        let c = control.counters();
+        rows.push(format!(
+            "| {name} | {:.1} | {} | {} |",
+            wall.as_secs_f64() * 1000.0,
+            c.oidc_requests,
+            c.token_requests
+        ));
+    };
+    run("azure_pipelines_credential", bench.ours(None));
+    run("azure_identity 1.x", bench.theirs());
+    rows
+}
+
+fn main() {
+    let bench = setup();
+    let mut criterion = Criterion::default().configure_from_args();
+    hit_single_thread(&mut criterion, &bench);
+    hits_on_threads(&mut criterion, &bench);
+    criterion.final_summary();
+
+    println!("\n3. Hit latency (ns) while a request is in flight at a 50 ms endpoint");
+    println!("| case | p50 | p99 | samples |\n|---|---|---|---|");
+    hit_latency_during_refresh(&bench)
+        .iter()
+        .for_each(|r| println!("{r}"));
+
+    println!("\n4. Ten new scopes requested at once, 20 ms endpoints (median of 5 cold rounds)");
+    println!("| credential | wall ms | OIDC requests | token requests |\n|---|---|---|---|");
+    ten_new_scopes(&bench).iter().for_each(|r| println!("{r}"));
+
+    println!("\n5. 1,000 concurrent cold callers for one scope");
+    println!("| credential | wall ms | OIDC requests | token requests |\n|---|---|---|---|");
+    thousand_cold_callers(&bench)
+        .iter()
+        .for_each(|r| println!("{r}"));
+}

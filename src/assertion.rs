@@ -9,6 +9,7 @@ use crate::{
     http::{self, HttpClient, Response},
     jwt::FederationClaims,
     single_flight::SingleFlight,
+    timeout,
 };
 use arc_swap::ArcSwapOption;
 use azure_core::{
@@ -41,12 +42,19 @@ pub struct AzurePipelinesAssertionOptions {
     pub oidc_request_uri: Option<String>,
     /// Where the time comes from; the system clock when `None`.
     pub clock: Option<Arc<dyn Clock>>,
+    /// How long each HTTP attempt (each retry included) may wait for the OIDC endpoint's
+    /// response headers, and then for its body; 30 s when `None`. A timed-out attempt is
+    /// retried as `client_options.retry` allows. Each OIDC fetch as a whole, retries included,
+    /// is bounded by 2 minutes. See
+    /// [`AzurePipelinesCredentialOptions::attempt_timeout`](crate::AzurePipelinesCredentialOptions::attempt_timeout).
+    pub attempt_timeout: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for AzurePipelinesAssertionOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AzurePipelinesAssertionOptions")
             .field("oidc_request_uri", &self.oidc_request_uri)
+            .field("attempt_timeout", &self.attempt_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -88,6 +96,9 @@ struct Inner {
     oidc_request_uri: Option<String>,
     http: Arc<HttpClient>,
     clock: Arc<dyn Clock>,
+    /// Bounds each shared OIDC fetch, which runs in its own task: a caller that gives up at its
+    /// own budget must not leave a fetch behind that later callers would join and wait on.
+    budget: std::time::Duration,
     reusable: ArcSwapOption<OidcToken>,
     flight: SingleFlight<Arc<OidcToken>>,
 }
@@ -111,8 +122,8 @@ impl AzurePipelinesAssertion {
     /// Creates an assertion provider for the service connection `service_connection_id`,
     /// authenticating to Azure DevOps with the pipeline's `System.AccessToken`.
     ///
-    /// Fails when an input is empty, or when `system_access_token` is the unexpanded macro
-    /// `$(System.AccessToken)`.
+    /// Fails when an input is empty, when `system_access_token` is the unexpanded macro
+    /// `$(System.AccessToken)`, or when `attempt_timeout` is zero.
     pub fn new(
         service_connection_id: &str,
         system_access_token: impl Into<Secret>,
@@ -122,7 +133,13 @@ impl AzurePipelinesAssertion {
         let system_access_token = system_access_token.into();
         validate_service_connection_id(service_connection_id).map_err(error::failed)?;
         validate_system_access_token(system_access_token.secret()).map_err(error::failed)?;
-        let http = Arc::new(HttpClient::new(options.client_options));
+        let attempt_timeout = timeout::configured(
+            options.attempt_timeout,
+            timeout::DEFAULT_ATTEMPT_TIMEOUT,
+            "attempt_timeout",
+        )
+        .map_err(error::failed)?;
+        let http = Arc::new(HttpClient::new(options.client_options, attempt_timeout));
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
         Ok(Self::from_parts(
             service_connection_id,
@@ -130,6 +147,7 @@ impl AzurePipelinesAssertion {
             options.oidc_request_uri,
             http,
             clock,
+            timeout::DEFAULT_TOKEN_TIMEOUT,
         ))
     }
 
@@ -139,6 +157,7 @@ impl AzurePipelinesAssertion {
         oidc_request_uri: Option<String>,
         http: Arc<HttpClient>,
         clock: Arc<dyn Clock>,
+        budget: std::time::Duration,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -147,6 +166,7 @@ impl AzurePipelinesAssertion {
                 oidc_request_uri,
                 http,
                 clock,
+                budget,
                 reusable: ArcSwapOption::empty(),
                 flight: SingleFlight::default(),
             }),
@@ -169,11 +189,21 @@ impl AzurePipelinesAssertion {
         self.inner
             .flight
             .join(move || async move {
-                let fresh = Arc::new(inner.fetch().await?);
+                let fetching = inner.fetch();
+                let fresh =
+                    timeout::within_budget(inner.budget, || "Azure DevOps OIDC endpoint", fetching)
+                        .await?;
+                let fresh = Arc::new(fresh);
                 inner.reusable.store(Some(fresh.clone()));
                 Ok(fresh)
             })
             .await
+    }
+
+    /// Whether an OIDC request is in flight: what a token acquisition that ran out of time was
+    /// most likely waiting for.
+    pub(crate) fn fetching(&self) -> bool {
+        self.inner.flight.in_flight()
     }
 
     /// Forgets `stale` (Entra said it expired: AADSTS700024) so the next call fetches anew.
@@ -302,9 +332,12 @@ fn parse_oidc_response(
     let status = response.status;
     let ids = http::diagnostic_headers(&response.headers);
     if status == StatusCode::Ok {
-        return parse_oidc_body(&response.body).map_err(|cause| {
+        let parsed = parse_oidc_body(&response.body).map_err(|cause| {
             error::failed(format!("{cause} (HTTP 200 from the OIDC endpoint{ids})"))
         });
+        // The body held the OIDC token; the parsed copy is the one kept.
+        http::wipe("OIDC response body", response.body);
+        return parsed;
     }
     let mut cause = oidc_failure_cause(status, &response.body);
     cause.push_str(&format!(" (HTTP {}{ids})", u16::from(status)));
@@ -326,7 +359,7 @@ fn parse_oidc_response(
 }
 
 /// Reads `oidcToken` from a 200 body, never echoing the body.
-fn parse_oidc_body(body: &[u8]) -> Result<Secret, String> {
+pub(crate) fn parse_oidc_body(body: &[u8]) -> Result<Secret, String> {
     if looks_like_html(body) {
         return Err(
             "The OIDC endpoint answered with an HTML page instead of JSON: the request \
@@ -334,13 +367,14 @@ fn parse_oidc_body(body: &[u8]) -> Result<Secret, String> {
                 .to_owned(),
         );
     }
-    let value: Value = serde_json::from_slice(body).map_err(|_| {
+    let mut value: Value = serde_json::from_slice(body).map_err(|_| {
         "The OIDC endpoint's response is not valid JSON. Check that SYSTEM_OIDCREQUESTURI is the \
          value the agent set."
             .to_owned()
     })?;
-    match value.get("oidcToken") {
-        Some(Value::String(token)) if !token.trim().is_empty() => Ok(Secret::new(token.clone())),
+    // Moved out of the parsed JSON, not copied: one fewer copy of the token left in freed memory.
+    match value.get_mut("oidcToken").map(Value::take) {
+        Some(Value::String(token)) if !token.trim().is_empty() => Ok(Secret::new(token)),
         Some(_) => {
             Err("The OIDC endpoint's response has an empty or non-string oidcToken.".to_owned())
         }
@@ -361,7 +395,7 @@ fn looks_like_html(body: &[u8]) -> bool {
 }
 
 /// What a non-200 answer of the OIDC endpoint means.
-fn oidc_failure_cause(status: StatusCode, body: &[u8]) -> String {
+pub(crate) fn oidc_failure_cause(status: StatusCode, body: &[u8]) -> String {
     let code = u16::from(status);
     if code == 401 {
         return format!(
@@ -379,6 +413,20 @@ fn oidc_failure_cause(status: StatusCode, body: &[u8]) -> String {
         return "The OIDC endpoint was not found (404). SYSTEM_OIDCREQUESTURI must be the value \
                 the agent set for this job."
             .to_owned();
+    }
+    if code == 429 || code >= 500 {
+        // Not a refusal: Azure DevOps is overloaded or failing, and the retries are spent. Its
+        // VSS error (an internal error's activity ID) is quoted; the service connection advice
+        // of a 400 would mislead.
+        let said = vss_error(body)
+            .map(|(message, _)| format!(" Azure DevOps said: \"{message}\"."))
+            .unwrap_or_default();
+        return format!(
+            "The OIDC endpoint answered HTTP {code} {}, after the retries that \
+             client_options.retry allows: Azure DevOps is overloaded or failing, usually for a \
+             short time.{said} Run the job again later.",
+            status.canonical_reason()
+        );
     }
     if let Some((message, type_key)) = vss_error(body) {
         if message
@@ -460,6 +508,9 @@ mod tests {
             (400, stage, "does not reference the service connection"),
             (403, b"{}", "HTTP 403 Forbidden"),
             (500, b"oops", "HTTP 500"),
+            (503, vss, "Azure DevOps is overloaded or failing"),
+            (503, vss, "Azure DevOps said: \"No service connection"),
+            (429, b"", "HTTP 429 Too Many Requests, after the retries"),
         ];
         for (status, body, needle) in cases {
             let cause = oidc_failure_cause(StatusCode::from(*status), body);

@@ -1,7 +1,7 @@
 //! The HTTP client both endpoints share: the azure_core pipeline (so the user's retry, transport
 //! and logging options apply), a cap on response bodies, and `close`.
 
-use crate::error;
+use crate::{error, timeout};
 use arc_swap::ArcSwapOption;
 use azure_core::{
     Bytes,
@@ -11,7 +11,7 @@ use azure_core::{
     },
 };
 use futures::StreamExt as _;
-use std::borrow::Cow;
+use std::{borrow::Cow, time::Duration};
 
 /// Bodies from either endpoint are a few kilobytes; anything past this is refused unread.
 pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -38,10 +38,13 @@ impl Response {
 #[derive(Debug)]
 pub(crate) struct HttpClient {
     pipeline: ArcSwapOption<Pipeline>,
+    attempt_timeout: Duration,
 }
 
 impl HttpClient {
-    pub(crate) fn new(mut options: ClientOptions) -> Self {
+    /// A client whose every attempt (each retry included) must see response headers within
+    /// `attempt_timeout`, and then the whole body within `attempt_timeout` again.
+    pub(crate) fn new(mut options: ClientOptions, attempt_timeout: Duration) -> Self {
         options
             .logging
             .additional_allowed_header_names
@@ -55,11 +58,14 @@ impl HttpClient {
             option_env!("CARGO_PKG_VERSION"),
             options,
             Vec::new(),
-            Vec::new(),
+            // Per try, so that each attempt the retry policy makes gets its own limit and a
+            // timed-out attempt is retried like a dropped connection.
+            vec![timeout::AttemptTimeoutPolicy::new(attempt_timeout)],
             None,
         );
         Self {
             pipeline: ArcSwapOption::from_pointee(pipeline),
+            attempt_timeout,
         }
     }
 
@@ -90,32 +96,40 @@ impl HttpClient {
                 }),
             )
             .await
-            .map_err(|e| {
-                error::failed_with(
-                    format!(
-                        "The request to the {endpoint_name} could not be completed: {e}. \
-                         Check the network and the endpoint's address."
-                    ),
-                    e,
-                )
-            })?;
+            .map_err(|e| send_failure(e, endpoint_name))?;
         let (status, headers, mut body) = response.deconstruct();
         let mut collected = Vec::new();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                error::failed_with(
-                    format!("Reading the response of the {endpoint_name} failed: {e}."),
-                    e,
-                )
-            })?;
-            if collected.len() + chunk.len() > MAX_BODY_BYTES {
+        let reading = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| {
+                    error::failed_with(
+                        format!("Reading the response of the {endpoint_name} failed: {e}."),
+                        e,
+                    )
+                })?;
+                if collected.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(error::failed(format!(
+                        "The {endpoint_name} sent a response body larger than {MAX_BODY_BYTES} \
+                         bytes (HTTP {status}); it was refused unread. Check that the endpoint's \
+                         address is right."
+                    )));
+                }
+                collected.extend_from_slice(&chunk);
+            }
+            Ok(())
+        };
+        // The retry policy has returned by now, so a body that stalls is not retried; the
+        // limit only keeps it from holding the caller until the overall budget runs out.
+        match tokio::time::timeout(self.attempt_timeout, reading).await {
+            Ok(read) => read?,
+            Err(_elapsed) => {
                 return Err(error::failed(format!(
-                    "The {endpoint_name} sent a response body larger than {MAX_BODY_BYTES} bytes \
-                     (HTTP {status}); it was refused unread. Check that the endpoint's address \
-                     is right."
+                    "The {endpoint_name} sent response headers (HTTP {status}) but not the whole \
+                     body within {} (attempt_timeout). Check the network, or raise \
+                     AzurePipelinesCredentialOptions::attempt_timeout.",
+                    timeout::seconds(self.attempt_timeout)
                 )));
             }
-            collected.extend_from_slice(&chunk);
         }
         Ok(Response {
             status,
@@ -123,6 +137,70 @@ impl HttpClient {
             body: collected.into(),
         })
     }
+}
+
+/// The error for a request that got no response: timed out on every attempt, or a transport
+/// error (refused or dropped connection, TLS), with the underlying causes spelled out.
+fn send_failure(e: azure_core::Error, endpoint_name: &str) -> azure_core::Error {
+    if let Some(t) = timeout::attempt_timed_out(&e) {
+        let attempts = if t.attempt == 1 {
+            "1 attempt".to_owned()
+        } else {
+            format!("{} attempts", t.attempt)
+        };
+        return error::failed_with(
+            format!(
+                "The {endpoint_name} did not answer within {} (attempt_timeout); {attempts} in \
+                 all, as client_options.retry allows. Check the network and the endpoint's \
+                 address and status, or raise AzurePipelinesCredentialOptions::attempt_timeout \
+                 if the endpoint is just slow.",
+                timeout::seconds(t.limit)
+            ),
+            e,
+        );
+    }
+    error::failed_with(
+        format!(
+            "The request to the {endpoint_name} could not be completed, after the retries that \
+             client_options.retry allows: {}. Check the network and the endpoint's address.",
+            causes(&e)
+        ),
+        e,
+    )
+}
+
+/// The messages of `error` and its sources, joined by `: `, each said once.
+///
+/// Transport errors name the URL (never a secret: the System.AccessToken and the assertion
+/// travel in a header and the body) and the cause (refused, reset, TLS).
+fn causes(error: &azure_core::Error) -> String {
+    let mut said: Vec<String> = Vec::new();
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        let text = e.to_string();
+        // The retry policy's own wrapping says nothing the message does not already say.
+        let redundant = text.starts_with("retry policy expired");
+        if !redundant && !text.is_empty() && !said.iter().any(|s| s.contains(&text)) {
+            said.push(text);
+        }
+        current = e.source();
+    }
+    said.join(": ")
+}
+
+/// Overwrites `bytes` with zeros if this is the last reference to them: request and response
+/// bodies that held a secret. `Bytes` still shared (a transport kept a clone) are left alone;
+/// this is best effort, see RELIABILITY.md. Returns whether the bytes were zeroed.
+pub(crate) fn wipe(what: &'static str, bytes: Bytes) -> bool {
+    let zeroed = match bytes.try_into_mut() {
+        Ok(mut owned) => {
+            zeroize::Zeroize::zeroize(&mut owned[..]);
+            true
+        }
+        Err(_shared) => false,
+    };
+    tracing::trace!(target: "azure_pipelines_credential", zeroed, "{what} released");
+    zeroed
 }
 
 /// `name: value` pairs of the diagnostic headers present, for error messages.
@@ -139,5 +217,24 @@ pub(crate) fn diagnostic_headers(headers: &Headers) -> String {
         String::new()
     } else {
         format!(" ({})", pairs.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wipe_zeroes_only_what_it_owns() {
+        assert!(wipe("test body", Bytes::from(String::from("secret"))));
+        assert!(wipe("test body", Bytes::from(vec![1u8, 2, 3])));
+        let shared = Bytes::from(vec![1u8, 2, 3]);
+        let other = shared.clone();
+        assert!(!wipe("test body", shared));
+        assert_eq!(
+            &other[..],
+            &[1, 2, 3],
+            "a clone still in use is left intact"
+        );
     }
 }

@@ -27,6 +27,14 @@ pub(crate) fn validate_tenant_id(tenant_id: &str, what: &str) -> Result<(), Stri
              '.' and '-'. Use the directory (tenant) ID GUID or a domain such as contoso.onmicrosoft.com."
         ));
     }
+    // "." and ".." would be resolved away as path segments, leaving a token URL without the
+    // tenant; no domain has an empty label either.
+    if tenant_id.split('.').any(str::is_empty) {
+        return Err(format!(
+            "The {what} '{tenant_id}' has a leading, trailing or doubled '.'. Use the directory \
+             (tenant) ID GUID or a domain such as contoso.onmicrosoft.com."
+        ));
+    }
     Ok(())
 }
 
@@ -153,6 +161,11 @@ mod tests {
             ("a/b", "'/'"),
             ("é", "'é'"),
             ("a\nb", "'\\n'"),
+            (".", "leading, trailing or doubled '.'"),
+            ("..", "leading, trailing or doubled '.'"),
+            (".contoso", "leading, trailing or doubled '.'"),
+            ("contoso.", "leading, trailing or doubled '.'"),
+            ("a..b", "leading, trailing or doubled '.'"),
         ] {
             let e = validate_tenant_id(bad, "tenant ID").unwrap_err();
             assert!(e.contains(needle), "{bad:?}: {e}");

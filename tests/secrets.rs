@@ -6,6 +6,11 @@
 //! then drives success and failure paths over loopback HTTP and searches everything captured
 //! and formatted for the secret values. Only the mock server's own log is left out: it prints
 //! the requests it receives, which carry the secrets by design.
+//!
+//! The failure paths of `tests/reliability.rs` run here too, against the emulator over HTTPS:
+//! hung endpoints (per-attempt timeouts and the overall budget), dropped connections, 503 and
+//! 429 past the retries, malformed 200s, a sign-in page, faults the retries absorb, and a
+//! soak-like mix of rate faults with callers dropped at random points.
 
 use azure_core::{
     credentials::{TokenCredential, TokenRequestOptions},
@@ -14,8 +19,10 @@ use azure_core::{
 };
 use azure_identity::ClientAssertionCredentialOptions;
 use azure_pipelines_credential::{
-    AzurePipelinesAssertion, AzurePipelinesCredential, AzurePipelinesCredentialOptions,
-    TokenRequestContext, clock::ManualClock,
+    AzurePipelinesAssertion, AzurePipelinesAssertionOptions, AzurePipelinesCredential,
+    AzurePipelinesCredentialOptions, TokenRequestContext,
+    clock::ManualClock,
+    emulator::{Emulator, Endpoint, Fault, FaultTrigger},
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use httpmock::{HttpMockRequest, Method::POST, MockServer};
@@ -116,6 +123,7 @@ fn options(server: &MockServer, clock: &ManualClock) -> AzurePipelinesCredential
         oidc_request_uri: Some(server.url(OIDC_PATH)),
         clock: Some(Arc::new(clock.clone())),
         additionally_allowed_tenants: vec!["*".into()],
+        ..Default::default()
     }
 }
 
@@ -404,6 +412,17 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
         format_chain(error, &mut formatted);
     }
 
+    // Faults, timeouts, cancellation and a soak-like mix, against the emulator over HTTPS. Its
+    // secrets are random per run: they are collected as they are handed out, and every JWT the
+    // emulator signed is looked for too (see `emulator_jwts_in`).
+    let emulator = Emulator::start().await.unwrap();
+    let mut emulator_secrets = vec![emulator.config().system_access_token.clone()];
+    let fault_errors = faults_against_the_emulator(&emulator, &mut emulator_secrets).await;
+    assert!(fault_errors.len() >= 13, "{}", fault_errors.len());
+    for error in &fault_errors {
+        format_chain(error, &mut formatted);
+    }
+
     // Debug of the other public types.
     let options = options(&MockServer::start_async().await, &clock);
     let context = TokenRequestContext {
@@ -428,6 +447,7 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
         "token cache: refreshing in the background",
         "token refresh failed",
         "OIDC token expired at Entra ID; fetching a new one",
+        "attempt 1 got no response within 0.1 s (attempt_timeout)",
     ] {
         assert!(
             captured.contains(expected),
@@ -441,7 +461,39 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
         "{formatted}"
     );
 
-    for secret in secrets() {
+    // The formatting above really formatted the new failure paths.
+    for needle in [
+        "did not answer within 0.1 s (attempt_timeout); 4 attempts in all",
+        "did not complete within 0.2 s (token_timeout)",
+        "could not be completed",
+        "HTTP 503",
+        "is not valid JSON",
+    ] {
+        assert!(formatted.contains(needle), "no {needle:?} in {formatted}");
+    }
+    // The buffers that held a secret and that the crate owns are zeroed when released. (A
+    // request body the transport still shared at that moment would be left alone: best
+    // effort, so only the positive case is asserted.)
+    for body in [
+        "OIDC response body",
+        "token request body",
+        "token response body",
+    ] {
+        let released = format!("{body} released zeroed=true");
+        assert!(captured.contains(&released), "no {released:?} in the log");
+    }
+    // The scan finds a token it should: a self-check.
+    let planted = format!("Bearer {}, ok", emulator.issue_oidc_token());
+    assert_eq!(emulator_jwts_in(&emulator, &planted).len(), 1);
+    for (what, text) in [("the log", &captured), ("formatted output", &formatted)] {
+        let leaked = emulator_jwts_in(&emulator, text);
+        assert!(
+            leaked.is_empty(),
+            "a JWT the emulator signed is in {what}: {leaked:?}"
+        );
+    }
+
+    for secret in secrets().into_iter().chain(emulator_secrets) {
         if let Some(i) = captured.find(&secret) {
             let start = captured[..i].rfind('\n').map_or(0, |n| n + 1);
             let end = captured[i..].find('\n').map_or(captured.len(), |n| i + n);
@@ -459,4 +511,205 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
             );
         }
     }
+}
+
+/// Every token-shaped word of `text` (three base64url parts) that the emulator signed.
+fn emulator_jwts_in(emulator: &Emulator, text: &str) -> Vec<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+        .filter(|word| word.len() > 40 && word.matches('.').count() == 2)
+        .filter(|word| emulator.verify_token(word).is_some())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A token and, separately, its signature: the part that makes it usable.
+fn and_signature(token: &str) -> [String; 2] {
+    let signature = token.rsplit('.').next().unwrap_or(token);
+    [token.to_owned(), signature.to_owned()]
+}
+
+fn emulator_credential(
+    emulator: &Emulator,
+    clock: &ManualClock,
+    attempt_timeout: std::time::Duration,
+    token_timeout: std::time::Duration,
+) -> Arc<AzurePipelinesCredential> {
+    let c = emulator.config();
+    AzurePipelinesCredential::new(
+        c.tenant_id.clone(),
+        c.client_id.clone(),
+        &c.service_connection_id,
+        c.system_access_token.clone(),
+        Some(AzurePipelinesCredentialOptions {
+            credential_options: ClientAssertionCredentialOptions {
+                client_options: emulator.client_options(),
+            },
+            authority_host: Some(emulator.authority_host(true)),
+            oidc_request_uri: Some(emulator.oidc_request_uri(true)),
+            clock: Some(Arc::new(clock.clone())),
+            attempt_timeout: Some(attempt_timeout),
+            token_timeout: Some(token_timeout),
+            ..Default::default()
+        }),
+    )
+    .unwrap()
+}
+
+/// Drives the failure paths of the reliability tests with the log captured; returns the
+/// errors and adds every secret handed out to `secrets`.
+async fn faults_against_the_emulator(emulator: &Emulator, secrets: &mut Vec<String>) -> Vec<Error> {
+    use std::time::Duration as StdDuration;
+    let control = emulator.control();
+    let clock = ManualClock::starting_now();
+    let quick = |attempt_ms: u64, budget_ms: u64| {
+        emulator_credential(
+            emulator,
+            &clock,
+            StdDuration::from_millis(attempt_ms),
+            StdDuration::from_millis(budget_ms),
+        )
+    };
+    let mut errors = Vec::new();
+    // An OIDC token of this emulator, through the public assertion provider.
+    let assertion = AzurePipelinesAssertion::new(
+        &emulator.config().service_connection_id,
+        emulator.config().system_access_token.clone(),
+        Some(AzurePipelinesAssertionOptions {
+            client_options: emulator.client_options(),
+            oidc_request_uri: Some(emulator.oidc_request_uri(true)),
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    secrets.extend(and_signature(
+        assertion.oidc_token().await.unwrap().secret(),
+    ));
+
+    for endpoint in [Endpoint::Oidc, Endpoint::Token] {
+        // A hung endpoint: each attempt times out, then the budget.
+        control.inject_fault(endpoint, Fault::Hang, FaultTrigger::Rate(1.0));
+        errors.push(
+            quick(100, 20_000)
+                .get_token(&[STORAGE], None)
+                .await
+                .unwrap_err(),
+        );
+        errors.push(
+            quick(60_000, 200)
+                .get_token(&[STORAGE], None)
+                .await
+                .unwrap_err(),
+        );
+        control.clear_faults();
+        // Let the shared OIDC fetch cut by the budget wind down before the next credential.
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+
+        // Faults that outlast the retries, and a malformed 200.
+        for fault in [
+            Fault::DropConnection,
+            Fault::Status {
+                status: 503,
+                retry_after: None,
+            },
+            Fault::Status {
+                status: 429,
+                retry_after: Some(0),
+            },
+        ] {
+            control.inject_fault(endpoint, fault, FaultTrigger::Rate(1.0));
+            errors.push(
+                quick(5_000, 20_000)
+                    .get_token(&[STORAGE], None)
+                    .await
+                    .unwrap_err(),
+            );
+            control.clear_faults();
+        }
+        control.inject_fault(endpoint, Fault::MalformedJson, FaultTrigger::Count(1));
+        let credential = quick(5_000, 20_000);
+        errors.push(credential.get_token(&[STORAGE], None).await.unwrap_err());
+        // ... and the next call succeeds.
+        let token = credential.get_token_info(&[STORAGE], None).await.unwrap();
+        secrets.extend(and_signature(token.token.secret()));
+
+        // Faults the retries absorb.
+        for fault in [
+            Fault::DropConnection,
+            Fault::Status {
+                status: 503,
+                retry_after: None,
+            },
+            Fault::Hang,
+        ] {
+            control.inject_fault(endpoint, fault, FaultTrigger::Count(1));
+            // The attempt after the hang must get through, on a busy machine too.
+            let token = quick(1_000, 20_000)
+                .get_token(&[VAULT], None)
+                .await
+                .unwrap();
+            secrets.extend(and_signature(token.token.secret()));
+        }
+    }
+    control.inject_fault(Endpoint::Oidc, Fault::Html203, FaultTrigger::Count(1));
+    errors.push(
+        quick(5_000, 20_000)
+            .get_token(&[STORAGE], None)
+            .await
+            .unwrap_err(),
+    );
+
+    // A soak-like mix: 4 tasks x 25 calls under rate faults on both endpoints, with callers
+    // dropped at random points, and short tokens on a moving clock.
+    control.set_access_token_lifetime(StdDuration::from_secs(120));
+    for endpoint in [Endpoint::Oidc, Endpoint::Token] {
+        for fault in [
+            Fault::Status {
+                status: 503,
+                retry_after: None,
+            },
+            Fault::Status {
+                status: 429,
+                retry_after: Some(0),
+            },
+            Fault::DropConnection,
+            Fault::MalformedJson,
+        ] {
+            control.inject_fault(endpoint, fault, FaultTrigger::Rate(0.085));
+        }
+    }
+    let credential = quick(2_000, 10_000);
+    let outcomes: Vec<_> = (0..4u64)
+        .map(|task| {
+            let (credential, clock) = (credential.clone(), clock.clone());
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for call in 0..25u64 {
+                    let scope = [STORAGE, VAULT][(call % 2) as usize];
+                    let limit = StdDuration::from_millis((task * 7 + call * 3) % 20 + 1);
+                    match tokio::time::timeout(limit, credential.get_token_info(&[scope], None))
+                        .await
+                    {
+                        Ok(outcome) => outcomes.push(outcome),
+                        Err(_dropped) => {}
+                    }
+                    if call % 5 == 4 {
+                        clock.advance(Duration::seconds(30));
+                    }
+                }
+                outcomes
+            })
+        })
+        .collect();
+    for task in outcomes {
+        for outcome in task.await.unwrap() {
+            match outcome {
+                Ok(token) => secrets.extend(and_signature(token.token.secret())),
+                Err(error) => errors.push(error),
+            }
+        }
+    }
+    control.clear_faults();
+    let token = credential.get_token_info(&[STORAGE], None).await.unwrap();
+    secrets.extend(and_signature(token.token.secret()));
+    errors
 }

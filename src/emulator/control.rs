@@ -131,6 +131,11 @@ pub struct Counters {
     pub by_scope: BTreeMap<String, u64>,
     /// Token requests per tenant path segment, exactly as sent.
     pub by_tenant: BTreeMap<String, u64>,
+    /// Requests that reached the Key Vault secrets endpoint.
+    pub key_vault_requests: u64,
+    /// Key Vault requests answered with 401 and a `WWW-Authenticate` challenge
+    /// (no bearer token, or one the vault does not accept).
+    pub key_vault_challenges: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -167,6 +172,8 @@ impl Default for Knobs {
 struct Inner {
     knobs: Mutex<Knobs>,
     counters: Mutex<Counters>,
+    // Key Vault secrets by lower-cased name (names are case-insensitive): (name, value).
+    secrets: Mutex<BTreeMap<String, (String, String)>>,
     // Number of live `Hold` guards per endpoint; handlers wait for zero.
     holds: [watch::Sender<u32>; 2],
 }
@@ -202,6 +209,7 @@ impl Control {
             inner: Arc::new(Inner {
                 knobs: Mutex::new(Knobs::default()),
                 counters: Mutex::new(Counters::default()),
+                secrets: Mutex::new(BTreeMap::new()),
                 holds: [watch::Sender::new(0), watch::Sender::new(0)],
             }),
         }
@@ -266,6 +274,38 @@ impl Control {
     /// Entra sometimes does.
     pub fn set_expires_in_as_string(&self, yes: bool) {
         self.knobs().expires_in_as_string = yes;
+    }
+
+    /// Stores a secret in the emulator's Key Vault (replacing one of the same
+    /// name; names are case-insensitive, as in Key Vault).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// # let emulator = azure_pipelines_credential::emulator::Emulator::start().await?;
+    /// emulator.control().set_secret("db-password", "correct horse battery staple");
+    /// assert!(emulator.control().remove_secret("DB-PASSWORD"));
+    /// # Ok(()) }
+    /// ```
+    pub fn set_secret(&self, name: &str, value: &str) {
+        lock(&self.inner.secrets).insert(
+            name.to_ascii_lowercase(),
+            (name.to_owned(), value.to_owned()),
+        );
+    }
+
+    /// Removes a secret from the emulator's Key Vault; false if there was none.
+    pub fn remove_secret(&self, name: &str) -> bool {
+        lock(&self.inner.secrets)
+            .remove(&name.to_ascii_lowercase())
+            .is_some()
+    }
+
+    /// The stored name and value of secret `name`.
+    pub(crate) fn secret(&self, name: &str) -> Option<(String, String)> {
+        lock(&self.inner.secrets)
+            .get(&name.to_ascii_lowercase())
+            .cloned()
     }
 
     /// A snapshot of the counters.
@@ -374,6 +414,14 @@ impl Control {
         *c.by_tenant.entry(tenant.to_owned()).or_default() += 1;
         if let Some(scope) = scope {
             *c.by_scope.entry(scope.to_owned()).or_default() += 1;
+        }
+    }
+
+    pub(crate) fn record_key_vault_request(&self, challenged: bool) {
+        let mut c = self.counters_guard();
+        c.key_vault_requests += 1;
+        if challenged {
+            c.key_vault_challenges += 1;
         }
     }
 

@@ -4,7 +4,10 @@
 //! [`Emulator::start`] runs a real HTTP/1.1 server on loopback, on two
 //! ephemeral ports: one plain `http`, one `https` with a certificate signed by
 //! a CA the emulator generates at start ([`Emulator::ca_pem`],
-//! [`Emulator::transport`]). Both ports serve both endpoints.
+//! [`Emulator::transport`]). Both ports serve both endpoints, and a minimal
+//! Key Vault secrets endpoint ([`Emulator::key_vault_url`],
+//! [`Control::set_secret`]) that challenges like Key Vault and accepts the
+//! emulator's access tokens for `https://vault.azure.net`.
 //!
 //! The endpoints validate requests and answer failures the way the real
 //! services do: 401 / 203 sign-in page / VSS error JSON from Azure DevOps,
@@ -49,6 +52,7 @@
 mod control;
 mod entra;
 mod jwt;
+mod keyvault;
 mod oidc;
 mod server;
 mod tls;
@@ -70,6 +74,12 @@ use server::{Ids, Listeners, Shared};
 
 /// The audience of Azure DevOps OIDC tokens in the public cloud.
 pub const OIDC_AUDIENCE: &str = "api://AzureADTokenExchange";
+
+/// The host name of the emulator's Key Vault ([`Emulator::key_vault_url`]). It is under
+/// `vault.azure.net` because Key Vault clients check that the vault's host is under the resource
+/// of the authentication challenge (`https://vault.azure.net`); the emulator's certificate covers
+/// it and [`Emulator::reqwest_client`] resolves it to the emulator.
+pub const KEY_VAULT_HOST: &str = "emulator.vault.azure.net";
 
 /// How an [`Emulator`] is set up. Every field has a usable default.
 #[derive(Clone)]
@@ -150,6 +160,7 @@ impl fmt::Debug for EmulatorConfig {
 pub struct Emulator {
     shared: Arc<Shared>,
     ca_pem: String,
+    issuer: tls::CertIssuer,
     client: reqwest::Client,
     http_addr: SocketAddr,
     https_addr: SocketAddr,
@@ -195,6 +206,7 @@ impl Emulator {
             .no_proxy()
             // `localhost` may resolve to ::1 first, where nothing listens.
             .resolve("localhost", https_addr)
+            .resolve(KEY_VAULT_HOST, https_addr)
             // No client-side timeouts: under tokio's paused clock they would
             // fire while a loopback connect is still pending.
             .build()
@@ -223,6 +235,7 @@ impl Emulator {
         Ok(Emulator {
             shared,
             ca_pem: tls.ca_pem,
+            issuer: tls.issuer,
             client,
             http_addr,
             https_addr,
@@ -278,6 +291,36 @@ impl Emulator {
     /// The PEM of the CA that signed the HTTPS certificate.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// A server certificate for `names` (DNS names or IP addresses, such as
+    /// `["127.0.0.1", "localhost"]`) signed by the emulator's CA, and its
+    /// private key, both PEM (the key in PKCS#8). Clients that trust the
+    /// emulator's CA ([`Emulator::transport`]) then trust another local server
+    /// that uses them, such as Azurite started with `--cert` and `--key`.
+    ///
+    /// Fails only if key generation fails or a name is not a valid DNS name
+    /// or IP address.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// # let emulator = azure_pipelines_credential::emulator::Emulator::start().await?;
+    /// let (cert_pem, key_pem) = emulator.issue_server_certificate(&["127.0.0.1", "localhost"])?;
+    /// assert!(cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    /// assert!(key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    /// # Ok(()) }
+    /// ```
+    pub fn issue_server_certificate(&self, names: &[&str]) -> io::Result<(String, String)> {
+        self.issuer.issue(names)
+    }
+
+    /// The URL of the emulator's Key Vault, `https://emulator.vault.azure.net:PORT/`
+    /// ([`KEY_VAULT_HOST`] on the HTTPS port). Only [`Emulator::reqwest_client`]
+    /// (and so [`Emulator::transport`]) resolves that host to the emulator.
+    /// Add secrets with [`Control::set_secret`].
+    pub fn key_vault_url(&self) -> String {
+        format!("https://{KEY_VAULT_HOST}:{}/", self.https_addr.port())
     }
 
     /// A `reqwest` client that trusts only the emulator's CA and does not

@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::control::{Control, Endpoint, Fault};
 use super::jwt::{Keys, OidcClaims};
-use super::{EmulatorConfig, entra, oidc, util};
+use super::{EmulatorConfig, entra, keyvault, oidc, util};
 
 /// Largest request body read; Entra's own limit is in the same range.
 const MAX_BODY: usize = 1 << 20;
@@ -220,6 +220,11 @@ enum Route {
     OpenIdConfiguration(String),
     Jwks(String),
     InstanceDiscovery,
+    /// Key Vault's `GET /secrets/{name}[/{version}]`.
+    KeyVaultSecret {
+        name: String,
+        version: Option<String>,
+    },
     NotFound,
 }
 
@@ -265,6 +270,15 @@ fn route(shared: &Shared, path: &str) -> Route {
         }
         [tenant, "discovery", "v2.0", "keys"] => Route::Jwks((*tenant).to_owned()),
         ["common", "discovery", "instance"] => Route::InstanceDiscovery,
+        // SecretClient asks for the latest version as `/secrets/{name}/` (empty version).
+        ["secrets", name] | ["secrets", name, ""] if !name.is_empty() => Route::KeyVaultSecret {
+            name: (*name).to_owned(),
+            version: None,
+        },
+        ["secrets", name, version] if !name.is_empty() => Route::KeyVaultSecret {
+            name: (*name).to_owned(),
+            version: Some((*version).to_owned()),
+        },
         _ => Route::NotFound,
     }
 }
@@ -326,6 +340,18 @@ async fn handle(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Resp 
         }
         Route::Jwks(tenant) => entra::jwks(shared, &parts.method, &tenant),
         Route::InstanceDiscovery => entra::instance_discovery(&parts.method, shared.base(ctx.tls)),
+        Route::KeyVaultSecret { name, version } => {
+            // Drained so that the connection stays usable; the body itself is not used.
+            let _ = read_body(body).await;
+            keyvault::handle(
+                shared,
+                &parts.method,
+                &parts.headers,
+                parts.uri.query(),
+                &name,
+                version.as_deref(),
+            )
+        }
         Route::NotFound => text_response(404, "text/plain; charset=utf-8", "Not Found"),
     }
 }

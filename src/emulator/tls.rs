@@ -1,4 +1,5 @@
-//! A throwaway CA and a `localhost` certificate signed by it.
+//! A throwaway CA, the emulator's `localhost` certificate signed by it, and more certificates
+//! on request (for other local servers the tests run).
 
 use std::io;
 use std::sync::Arc;
@@ -13,6 +14,48 @@ use time::{Duration, OffsetDateTime};
 pub(crate) struct TlsMaterial {
     pub(crate) ca_pem: String,
     pub(crate) server_config: Arc<rustls::ServerConfig>,
+    /// Kept so that other local servers (Azurite in the tests) can get certificates that clients
+    /// trusting only the emulator's CA accept.
+    pub(crate) issuer: CertIssuer,
+}
+
+/// The emulator's CA key with the validity window of the certificates it signs.
+pub(crate) struct CertIssuer {
+    issuer: Issuer<'static, KeyPair>,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+}
+
+impl CertIssuer {
+    /// A server certificate for `names` (DNS names or IP addresses) signed by the CA, and its
+    /// private key: both PEM (the key PKCS#8).
+    pub(crate) fn issue(&self, names: &[&str]) -> io::Result<(String, String)> {
+        let (cert, key) = self.leaf(names)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    fn leaf(&self, names: &[&str]) -> io::Result<(rcgen::Certificate, KeyPair)> {
+        let key = KeyPair::generate().map_err(io::Error::other)?;
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let common_name = names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "localhost".to_owned());
+        let mut params = CertificateParams::new(names).map_err(io::Error::other)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::NoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = self.not_before;
+        params.not_after = self.not_after;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(io::Error::other)?;
+        Ok((cert, key))
+    }
 }
 
 impl TlsMaterial {
@@ -41,24 +84,16 @@ impl TlsMaterial {
         ca_params.not_before = not_before;
         ca_params.not_after = not_after;
         let ca_cert = ca_params.self_signed(&ca_key).map_err(io::Error::other)?;
-        let issuer = Issuer::new(ca_params, ca_key);
+        let issuer = CertIssuer {
+            issuer: Issuer::new(ca_params, ca_key),
+            not_before,
+            not_after,
+        };
 
-        let leaf_key = KeyPair::generate().map_err(io::Error::other)?;
-        let mut leaf_params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .map_err(io::Error::other)?;
-        leaf_params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        leaf_params.is_ca = IsCa::NoCa;
-        leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        leaf_params.use_authority_key_identifier_extension = true;
-        leaf_params.not_before = not_before;
-        leaf_params.not_after = not_after;
-        let leaf_cert = leaf_params
-            .signed_by(&leaf_key, &issuer)
-            .map_err(io::Error::other)?;
+        // The Key Vault host is there so that Key Vault clients, which check that the vault's
+        // host is under the challenge's resource host, can talk to the emulator's vault.
+        let (leaf_cert, leaf_key) =
+            issuer.leaf(&["localhost", "127.0.0.1", super::KEY_VAULT_HOST])?;
 
         let chain = vec![leaf_cert.der().clone(), ca_cert.der().clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
@@ -76,6 +111,7 @@ impl TlsMaterial {
         Ok(TlsMaterial {
             ca_pem: ca_cert.pem(),
             server_config: Arc::new(config),
+            issuer,
         })
     }
 }

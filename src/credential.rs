@@ -11,11 +11,15 @@ use crate::{
     exchange::{TokenExchange, TokenRequest},
     http::HttpClient,
     tenant::{self, TenantPolicy},
+    timeout,
 };
 use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
 use azure_identity::ClientAssertionCredentialOptions;
 use futures::future::BoxFuture;
 use std::{fmt, sync::Arc};
+
+#[cfg(feature = "persistent-cache")]
+use crate::persistent_cache::{self, PersistentCache, PersistentCacheOptions};
 
 const TENANT_ID_ENV: &str = "AZURESUBSCRIPTION_TENANT_ID";
 const CLIENT_ID_ENV: &str = "AZURESUBSCRIPTION_CLIENT_ID";
@@ -45,18 +49,54 @@ pub struct AzurePipelinesCredentialOptions {
     /// Where the time comes from; the system clock when `None`. Tests use
     /// [`ManualClock`](crate::clock::ManualClock) to move through token lifetimes without sleeping.
     pub clock: Option<Arc<dyn Clock>>,
+    /// How long one HTTP attempt may take; **30 s** when `None`.
+    ///
+    /// Each attempt (the first and every retry of `client_options.retry`, to either endpoint)
+    /// must receive the response headers within this time, and then the whole body within it
+    /// again. An attempt that times out is retried like a dropped connection, with the retry
+    /// policy's back-off and limits. Zero is refused; `Duration::MAX` means no limit. Uses
+    /// tokio's clock.
+    pub attempt_timeout: Option<std::time::Duration>,
+    /// The budget of one token acquisition; **2 minutes** when `None`.
+    ///
+    /// It covers everything a cache miss or refresh does: the OIDC request, the token exchange
+    /// (and its one repeat after AADSTS700024), every retry and every `Retry-After` wait. When
+    /// it runs out the acquisition is cancelled and callers get an error naming
+    /// `token_timeout`, whatever the retry policy would still have tried. A cached token that
+    /// is still valid keeps being served meanwhile. Zero is refused; `Duration::MAX` means no
+    /// limit. Uses tokio's clock.
+    pub token_timeout: Option<std::time::Duration>,
+    /// The opt-in persistent token cache: an encrypted file that the processes of one pipeline
+    /// job share, so that each new process does not pay an OIDC request and a token exchange.
+    /// Off when `None` (the default).
+    ///
+    /// The in-memory cache stays in front: the file is read only when it has no usable token,
+    /// and written after each token exchange. The file is sealed (ChaCha20-Poly1305) under a key
+    /// derived from the job's `System.AccessToken`: it protects the tokens at rest from other
+    /// processes and users of the agent that do not have that token (such as later jobs on a
+    /// self-hosted agent), not from code running in the same job, which has the token and could
+    /// request the tokens itself. An unreadable, foreign or tampered file is a miss, never an
+    /// error. See [`PersistentCacheOptions`] and the README's "Persistent token cache" section.
+    #[cfg(feature = "persistent-cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "persistent-cache")))]
+    pub persistent_cache: Option<PersistentCacheOptions>,
 }
 
 impl fmt::Debug for AzurePipelinesCredentialOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AzurePipelinesCredentialOptions")
+        let mut debug = f.debug_struct("AzurePipelinesCredentialOptions");
+        debug
             .field("authority_host", &self.authority_host)
             .field(
                 "additionally_allowed_tenants",
                 &self.additionally_allowed_tenants,
             )
             .field("oidc_request_uri", &self.oidc_request_uri)
-            .finish_non_exhaustive()
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("token_timeout", &self.token_timeout);
+        #[cfg(feature = "persistent-cache")]
+        debug.field("persistent_cache", &self.persistent_cache);
+        debug.finish_non_exhaustive()
     }
 }
 
@@ -96,6 +136,9 @@ struct Inner {
     exchange: TokenExchange,
     cache: TokenCache,
     http: Arc<HttpClient>,
+    token_timeout: std::time::Duration,
+    #[cfg(feature = "persistent-cache")]
+    persistent: Option<PersistentCache>,
 }
 
 impl fmt::Debug for AzurePipelinesCredential {
@@ -144,6 +187,19 @@ impl AzurePipelinesCredential {
             }
         }
 
+        let attempt_timeout = timeout::configured(
+            options.attempt_timeout,
+            timeout::DEFAULT_ATTEMPT_TIMEOUT,
+            "attempt_timeout",
+        )
+        .map_err(error::failed)?;
+        let token_timeout = timeout::configured(
+            options.token_timeout,
+            timeout::DEFAULT_TOKEN_TIMEOUT,
+            "token_timeout",
+        )
+        .map_err(error::failed)?;
+
         let client_options = options.credential_options.client_options;
         let authority = endpoint::resolve_authority_host(
             options.authority_host.as_deref(),
@@ -154,13 +210,28 @@ impl AzurePipelinesCredential {
         )
         .map_err(error::failed)?;
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let http = Arc::new(HttpClient::new(client_options));
+        // Built here, while the System.AccessToken (its key material) has not moved yet.
+        #[cfg(feature = "persistent-cache")]
+        let persistent = options.persistent_cache.as_ref().and_then(|cache| {
+            PersistentCache::new(
+                cache,
+                std::env::var(persistent_cache::AGENT_TEMPDIRECTORY_ENV)
+                    .ok()
+                    .as_deref(),
+                system_access_token.secret(),
+                &client_id,
+                authority.as_str(),
+                clock.clone(),
+            )
+        });
+        let http = Arc::new(HttpClient::new(client_options, attempt_timeout));
         let assertion = AzurePipelinesAssertion::from_parts(
             service_connection_id,
             system_access_token,
             options.oidc_request_uri,
             http.clone(),
             clock.clone(),
+            token_timeout,
         );
         let exchange =
             TokenExchange::new(client_id.clone(), authority, http.clone(), clock.clone());
@@ -181,6 +252,9 @@ impl AzurePipelinesCredential {
                 exchange,
                 cache: TokenCache::new(clock, DEFAULT_CAPACITY),
                 http,
+                token_timeout,
+                #[cfg(feature = "persistent-cache")]
+                persistent,
             }),
         }))
     }
@@ -324,7 +398,29 @@ async fn fetch(inner: Arc<Inner>, request: TokenRequest) -> azure_core::Result<A
     if inner.http.is_closed() {
         return Err(error::closed());
     }
-    inner.exchange.acquire(&inner.assertion, &request).await
+    // The overall budget wraps the whole acquisition, retries and Retry-After waits included.
+    let acquisition = timeout::within_budget(
+        inner.token_timeout,
+        || stage(&inner),
+        inner.exchange.acquire(&inner.assertion, &request),
+    );
+    // Only misses and refreshes come here, so the file is never read on an in-memory hit. It is
+    // read before the (lazy) acquisition starts and written after it succeeds; its own I/O is
+    // bounded by its lock wait, outside the network budget.
+    #[cfg(feature = "persistent-cache")]
+    if let Some(persistent) = &inner.persistent {
+        return persistent.through(&request, acquisition).await;
+    }
+    acquisition.await
+}
+
+/// The endpoint an acquisition that ran out of time was most likely waiting for.
+fn stage(inner: &Inner) -> &'static str {
+    if inner.assertion.fetching() {
+        "Azure DevOps OIDC endpoint"
+    } else {
+        "Microsoft Entra ID token endpoint"
+    }
 }
 
 /// Scopes must be present and free of whitespace and control characters (they are joined by
@@ -359,7 +455,7 @@ fn validate_scopes(scopes: &[&str]) -> Result<(), String> {
 
 /// The four inputs of [`AzurePipelinesCredential::from_env`], or a message naming what is
 /// missing and how to set it.
-fn inputs_from_env(
+pub(crate) fn inputs_from_env(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<(String, String, String, Secret), String> {
     let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());

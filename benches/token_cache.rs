@@ -45,13 +45,8 @@ impl Bench {
             &e.config().service_connection_id,
             e.config().system_access_token.clone(),
             Some(AzurePipelinesCredentialOptions {
-                credential_options: ClientAssertionCredentialOptions {
-                    client_options: e.client_options(),
-                },
-                authority_host: Some(e.authority_host(true)),
-                oidc_request_uri: Some(e.oidc_request_uri(true)),
                 clock,
-                ..Default::default()
+                ..e.credential_options()
             }),
         )
         .expect("credential")

@@ -9,9 +9,8 @@
 //! pipeline step (SYSTEM_OIDCREQUESTURI set, AZURESUBSCRIPTION_* and SYSTEM_ACCESSTOKEN mapped)
 //! it talks to the real services through `AzurePipelinesCredential::from_env`.
 
-use azure_identity::ClientAssertionCredentialOptions;
 use azure_pipelines_credential::{
-    AzurePipelinesCredential, AzurePipelinesCredentialOptions, TokenRequestContext,
+    AzurePipelinesCredential, TokenRequestContext,
     clock::{Clock, SystemClock},
     emulator::Emulator,
     jwt,
@@ -54,14 +53,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
             "in a pipeline step, from_env() talks to the real services",
         );
         // The emulator serves HTTPS with its own CA; its client options trust that CA only.
-        let options = AzurePipelinesCredentialOptions {
-            credential_options: ClientAssertionCredentialOptions {
-                client_options: emu.client_options(),
-            },
-            authority_host: Some(emu.authority_host(true)),
-            oidc_request_uri: Some(emu.oidc_request_uri(true)),
-            ..Default::default()
-        };
+        let options = emu.credential_options();
         let c = emu.config();
         let credential = AzurePipelinesCredential::new(
             c.tenant_id.clone(),

@@ -19,9 +19,8 @@ use azure_core::{
     error::ErrorKind,
     http::{RequestContent, StatusCode, Url},
 };
-use azure_identity::ClientAssertionCredentialOptions;
 use azure_pipelines_credential::{
-    AzurePipelinesCredential, AzurePipelinesCredentialOptions,
+    AzurePipelinesCredential,
     clock::{Clock, SystemClock},
     emulator::Emulator,
 };
@@ -181,14 +180,7 @@ fn pipeline_credential(emulator: &Emulator) -> Arc<AzurePipelinesCredential> {
         c.client_id.clone(),
         &c.service_connection_id,
         c.system_access_token.clone(),
-        Some(AzurePipelinesCredentialOptions {
-            credential_options: ClientAssertionCredentialOptions {
-                client_options: emulator.client_options(),
-            },
-            authority_host: Some(emulator.authority_host(true)),
-            oidc_request_uri: Some(emulator.oidc_request_uri(true)),
-            ..Default::default()
-        }),
+        Some(emulator.credential_options()),
     )
     .unwrap()
 }

@@ -3,7 +3,6 @@
 //! refresh that never blocks readers.
 
 use azure_core::credentials::TokenCredential;
-use azure_identity::ClientAssertionCredentialOptions;
 use azure_pipelines_credential::{
     AzurePipelinesCredential, AzurePipelinesCredentialOptions, TokenRequestContext,
     clock::ManualClock,
@@ -15,29 +14,14 @@ use std::{sync::Arc, time::Duration};
 const STORAGE: &str = "https://storage.azure.com/.default";
 
 fn options(emulator: &Emulator) -> AzurePipelinesCredentialOptions {
-    AzurePipelinesCredentialOptions {
-        credential_options: ClientAssertionCredentialOptions {
-            client_options: emulator.client_options(),
-        },
-        authority_host: Some(emulator.authority_host(true)),
-        oidc_request_uri: Some(emulator.oidc_request_uri(true)),
-        ..Default::default()
-    }
+    emulator.credential_options()
 }
 
 fn credential_with(
     emulator: &Emulator,
     options: AzurePipelinesCredentialOptions,
 ) -> Arc<AzurePipelinesCredential> {
-    let c = emulator.config();
-    AzurePipelinesCredential::new(
-        c.tenant_id.clone(),
-        c.client_id.clone(),
-        &c.service_connection_id,
-        c.system_access_token.clone(),
-        Some(options),
-    )
-    .expect("credential")
+    emulator.credential(options).expect("credential")
 }
 
 fn credential(emulator: &Emulator) -> Arc<AzurePipelinesCredential> {

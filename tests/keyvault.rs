@@ -17,9 +17,8 @@ use azure_core::{
     error::ErrorKind,
     http::StatusCode,
 };
-use azure_identity::ClientAssertionCredentialOptions;
 use azure_pipelines_credential::{
-    AzurePipelinesCredential, AzurePipelinesCredentialOptions,
+    AzurePipelinesCredential,
     emulator::{Emulator, EmulatorConfig},
 };
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
@@ -35,14 +34,7 @@ fn credential(emulator: &Emulator, tenant_id: &str) -> Arc<AzurePipelinesCredent
         c.client_id.clone(),
         &c.service_connection_id,
         c.system_access_token.clone(),
-        Some(AzurePipelinesCredentialOptions {
-            credential_options: ClientAssertionCredentialOptions {
-                client_options: emulator.client_options(),
-            },
-            authority_host: Some(emulator.authority_host(true)),
-            oidc_request_uri: Some(emulator.oidc_request_uri(true)),
-            ..Default::default()
-        }),
+        Some(emulator.credential_options()),
     )
     .unwrap()
 }

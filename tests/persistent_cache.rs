@@ -6,7 +6,6 @@
 //! uses its own folder and looks only at the events that name its own file.
 
 use azure_core::credentials::TokenCredential;
-use azure_identity::ClientAssertionCredentialOptions;
 use azure_pipelines_credential::{
     AzurePipelinesCredential, AzurePipelinesCredentialOptions, PersistentCacheOptions,
     TokenRequestContext,
@@ -284,16 +283,11 @@ fn reads_of(file: &Path) -> usize {
 fn options(emulator: &Emulator, file: &Path) -> AzurePipelinesCredentialOptions {
     events();
     AzurePipelinesCredentialOptions {
-        credential_options: ClientAssertionCredentialOptions {
-            client_options: emulator.client_options(),
-        },
-        authority_host: Some(emulator.authority_host(true)),
-        oidc_request_uri: Some(emulator.oidc_request_uri(true)),
         persistent_cache: Some(PersistentCacheOptions {
             path: Some(file.to_owned()),
             ..Default::default()
         }),
-        ..Default::default()
+        ..emulator.credential_options()
     }
 }
 

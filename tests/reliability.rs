@@ -9,7 +9,6 @@ use azure_core::{
     credentials::{TokenCredential, TokenRequestOptions},
     error::ErrorKind,
 };
-use azure_identity::ClientAssertionCredentialOptions;
 use azure_pipelines_credential::{
     AzurePipelinesCredential, AzurePipelinesCredentialOptions, TokenRequestContext,
     clock::{Clock, ManualClock},
@@ -33,28 +32,14 @@ const TOKEN_NAME: &str = "Microsoft Entra ID token endpoint";
 const ATTEMPTS: u64 = 4;
 
 fn options(emulator: &Emulator) -> AzurePipelinesCredentialOptions {
-    AzurePipelinesCredentialOptions {
-        credential_options: ClientAssertionCredentialOptions {
-            client_options: emulator.client_options(),
-        },
-        authority_host: Some(emulator.authority_host(true)),
-        oidc_request_uri: Some(emulator.oidc_request_uri(true)),
-        ..Default::default()
-    }
+    emulator.credential_options()
 }
 
 fn build(
     emulator: &Emulator,
     options: AzurePipelinesCredentialOptions,
 ) -> azure_core::Result<Arc<AzurePipelinesCredential>> {
-    let c = emulator.config();
-    AzurePipelinesCredential::new(
-        c.tenant_id.clone(),
-        c.client_id.clone(),
-        &c.service_connection_id,
-        c.system_access_token.clone(),
-        Some(options),
-    )
+    emulator.credential(options)
 }
 
 fn counts(c: &Counters) -> (u64, u64) {

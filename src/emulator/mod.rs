@@ -351,6 +351,50 @@ impl Emulator {
         }
     }
 
+    /// Options that point an [`AzurePipelinesCredential`](crate::AzurePipelinesCredential) at
+    /// this emulator over https: [`Emulator::client_options`], the authority host and the OIDC
+    /// URI. Set further fields with struct update syntax.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use azure_core::credentials::TokenCredential;
+    /// use azure_pipelines_credential::emulator::Emulator;
+    ///
+    /// let emulator = Emulator::start().await?;
+    /// let credential = emulator.credential(emulator.credential_options())?;
+    /// let token = credential.get_token(&["https://storage.azure.com/.default"], None).await?;
+    /// assert_eq!(emulator.control().counters().token_requests, 1);
+    /// # let _ = token;
+    /// # Ok(()) }
+    /// ```
+    pub fn credential_options(&self) -> crate::AzurePipelinesCredentialOptions {
+        crate::AzurePipelinesCredentialOptions {
+            credential_options: azure_identity::ClientAssertionCredentialOptions {
+                client_options: self.client_options(),
+            },
+            authority_host: Some(self.authority_host(true)),
+            oidc_request_uri: Some(self.oidc_request_uri(true)),
+            ..Default::default()
+        }
+    }
+
+    /// A credential for this emulator's service connection (tenant, client, connection and
+    /// System.AccessToken from [`Emulator::config`]) with `options`.
+    pub fn credential(
+        &self,
+        options: crate::AzurePipelinesCredentialOptions,
+    ) -> azure_core::Result<Arc<crate::AzurePipelinesCredential>> {
+        let c = self.config();
+        crate::AzurePipelinesCredential::new(
+            c.tenant_id.clone(),
+            c.client_id.clone(),
+            &c.service_connection_id,
+            c.system_access_token.clone(),
+            Some(options),
+        )
+    }
+
     /// The emulator's knobs and counters.
     pub fn control(&self) -> &Control {
         &self.shared.control

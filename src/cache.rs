@@ -1,7 +1,7 @@
 //! The access-token cache.
 //!
-//! - Hits take no lock and write no shared memory: two `arc-swap` loads (the slot table, then
-//!   the slot's token), one clock read, and the token clone that `AccessToken` requires. Keys
+//! - Hits take no lock and write no shared memory: one `arc-swap` load of the table (which
+//!   holds the tokens), one clock read, and the token clone that `AccessToken` requires. Keys
 //!   are looked up borrowed (scopes, tenant, CAE), so a hit allocates no key.
 //! - Each token has a refresh time (Entra's `refresh_in`, half-life for long tokens, else a
 //!   window before expiry wide enough for azure_core's 5-minute bearer policy; minus a little
@@ -13,7 +13,7 @@
 //! - At most `capacity` keys: a new key evicts expired entries first, then the soonest to expire.
 
 use crate::{AccessTokenInfo, clock::Clock, single_flight::SingleFlight};
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use azure_core::credentials::AccessToken;
 use hashbrown::{Equivalent, HashMap};
 use std::{
@@ -134,8 +134,8 @@ pub(crate) fn schedule(
     (base - jitter, stop_at)
 }
 
+/// What a key needs besides its token: its request in flight and its backoff.
 struct Slot {
-    token: ArcSwapOption<Cached>,
     flight: SingleFlight<Arc<Cached>>,
     /// Unix milliseconds before which no background refresh starts (after a failure).
     backoff_until: AtomicI64,
@@ -144,14 +144,54 @@ struct Slot {
 impl Slot {
     fn new() -> Self {
         Self {
-            token: ArcSwapOption::empty(),
             flight: SingleFlight::default(),
             backoff_until: AtomicI64::new(i64::MIN),
         }
     }
 }
 
-type Slots = HashMap<Key, Arc<Slot>>;
+/// One key's entry. The token lives in the table itself, so a hit is a single `arc-swap` load.
+#[derive(Clone)]
+struct Entry {
+    slot: Arc<Slot>,
+    token: Option<Arc<Cached>>,
+}
+
+type Slots = HashMap<Arc<Key>, Entry>;
+
+impl Equivalent<Arc<Key>> for KeyRef<'_> {
+    fn equivalent(&self, key: &Arc<Key>) -> bool {
+        Equivalent::<Key>::equivalent(self, key)
+    }
+}
+
+/// The table of entries, replaced whole on every write (new key or new token). Writes are rare
+/// (a new key, or a token about once an hour per key) and cost a copy of at most `capacity`
+/// reference-counted entries; reads are one lock-free load.
+struct Table {
+    slots: ArcSwap<Slots>,
+    write: Mutex<()>,
+}
+
+impl Table {
+    fn token(&self, key: &Arc<Key>) -> Option<Arc<Cached>> {
+        self.slots.load().get(key).and_then(|e| e.token.clone())
+    }
+
+    /// Replaces the token of `key`, if the key is still in the table.
+    fn set_token(&self, key: &Arc<Key>, token: Arc<Cached>) {
+        let _writer = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.slots.load_full();
+        if !current.contains_key(key) {
+            return;
+        }
+        let mut next: Slots = (*current).clone();
+        if let Some(entry) = next.get_mut(key) {
+            entry.token = Some(token);
+        }
+        self.slots.store(Arc::new(next));
+    }
+}
 
 /// What a lookup found.
 pub(crate) enum Lookup<R> {
@@ -162,8 +202,7 @@ pub(crate) enum Lookup<R> {
 }
 
 pub(crate) struct TokenCache {
-    slots: ArcSwap<Slots>,
-    insert: Mutex<()>,
+    table: Arc<Table>,
     clock: Arc<dyn Clock>,
     capacity: usize,
     closed: AtomicBool,
@@ -173,7 +212,7 @@ pub(crate) struct TokenCache {
 impl std::fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenCache")
-            .field("entries", &self.slots.load().len())
+            .field("entries", &self.table.slots.load().len())
             .field("capacity", &self.capacity)
             .finish_non_exhaustive()
     }
@@ -182,8 +221,10 @@ impl std::fmt::Debug for TokenCache {
 impl TokenCache {
     pub(crate) fn new(clock: Arc<dyn Clock>, capacity: usize) -> Self {
         Self {
-            slots: ArcSwap::from_pointee(Slots::default()),
-            insert: Mutex::new(()),
+            table: Arc::new(Table {
+                slots: ArcSwap::from_pointee(Slots::default()),
+                write: Mutex::new(()),
+            }),
             clock,
             capacity: capacity.max(1),
             closed: AtomicBool::new(false),
@@ -206,27 +247,31 @@ impl TokenCache {
         Fut: Future<Output = azure_core::Result<AccessTokenInfo>> + Send + 'static,
     {
         let now = self.clock.now();
-        let slots = self.slots.load();
-        let Some(slot) = slots.get(&key) else {
+        let slots = self.table.slots.load();
+        let Some((owned, entry)) = slots.get_key_value(&key) else {
             return Lookup::Miss;
         };
-        let cached = slot.token.load();
-        let Some(token) = cached.as_deref() else {
+        let Some(token) = entry.token.as_deref() else {
             return Lookup::Miss;
         };
         if now < token.refresh_at {
             return Lookup::Hit(project(token));
         }
         if now < token.stop_at {
-            self.refresh_in_background(slot, now, fetch);
+            self.refresh_in_background(owned, &entry.slot, now, fetch);
             return Lookup::Hit(project(token));
         }
         Lookup::Miss
     }
 
     #[cold]
-    fn refresh_in_background<F, Fut>(&self, slot: &Arc<Slot>, now: OffsetDateTime, fetch: F)
-    where
+    fn refresh_in_background<F, Fut>(
+        &self,
+        key: &Arc<Key>,
+        slot: &Arc<Slot>,
+        now: OffsetDateTime,
+        fetch: F,
+    ) where
         F: FnOnce() -> Fut,
         Fut: Future<Output = azure_core::Result<AccessTokenInfo>> + Send + 'static,
     {
@@ -237,7 +282,10 @@ impl TokenCache {
             return;
         }
         tracing::debug!(target: "azure_pipelines_credential", "token cache: refreshing in the background");
-        drop(slot.flight.join(self.work(slot.clone(), fetch)));
+        drop(
+            slot.flight
+                .join(self.work(key.clone(), slot.clone(), fetch)),
+        );
     }
 
     /// Waits for a token for `key`: joins the request in flight for it, or starts one.
@@ -250,41 +298,46 @@ impl TokenCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = azure_core::Result<AccessTokenInfo>> + Send + 'static,
     {
-        let slot = self.slot(key);
-        if let Some(token) = slot.token.load_full()
+        let (key, slot) = self.entry(key);
+        if let Some(token) = self.table.token(&key)
             && self.clock.now() < token.stop_at
         {
             return Ok(token);
         }
         tracing::debug!(target: "azure_pipelines_credential", "token cache: miss");
-        slot.flight.join(self.work(slot.clone(), fetch)).await
+        slot.flight.join(self.work(key, slot.clone(), fetch)).await
     }
 
     /// Stores a token acquired outside the cache (a request with claims) for `key`.
     pub(crate) fn store(&self, key: KeyRef<'_>, info: AccessTokenInfo) -> Arc<Cached> {
         let cached = Arc::new(Cached::new(info, self.clock.now(), self.jitter_unit()));
-        self.slot(key).token.store(Some(cached.clone()));
+        let (key, _) = self.entry(key);
+        self.table.set_token(&key, cached.clone());
         cached
     }
 
     /// Stops background refreshes and cancels requests in flight; cached tokens stay readable.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        for slot in self.slots.load().values() {
-            slot.flight.abort();
+        for entry in self.table.slots.load().values() {
+            entry.slot.flight.abort();
         }
     }
 
     fn work<F, Fut>(
         &self,
+        key: Arc<Key>,
         slot: Arc<Slot>,
         fetch: F,
-    ) -> impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = azure_core::Result<Arc<Cached>>> + Send>>
+    ) -> impl FnOnce() -> std::pin::Pin<
+        Box<dyn Future<Output = azure_core::Result<Arc<Cached>>> + Send>,
+    > + use<F, Fut>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = azure_core::Result<AccessTokenInfo>> + Send + 'static,
     {
         let clock = self.clock.clone();
+        let table = self.table.clone();
         let jitter = self.jitter_unit();
         move || {
             let fetching = fetch();
@@ -292,14 +345,14 @@ impl TokenCache {
                 match fetching.await {
                     Ok(info) => {
                         let cached = Arc::new(Cached::new(info, clock.now(), jitter));
-                        slot.token.store(Some(cached.clone()));
+                        table.set_token(&key, cached.clone());
                         Ok(cached)
                     }
                     Err(error) => {
                         let now = clock.now();
                         slot.backoff_until
                             .store(unix_millis(now + REFRESH_BACKOFF), Ordering::Release);
-                        if slot.token.load().as_ref().is_some_and(|t| now < t.stop_at) {
+                        if table.token(&key).is_some_and(|t| now < t.stop_at) {
                             tracing::warn!(
                                 target: "azure_pipelines_credential",
                                 "token refresh failed; the cached token is still valid and stays in use; next attempt in {} s: {error}",
@@ -313,28 +366,49 @@ impl TokenCache {
         }
     }
 
-    fn slot(&self, key: KeyRef<'_>) -> Arc<Slot> {
-        if let Some(slot) = self.slots.load().get(&key) {
-            return slot.clone();
+    /// The entry for `key`, created (evicting if the table is full) when missing.
+    fn entry(&self, key: KeyRef<'_>) -> (Arc<Key>, Arc<Slot>) {
+        if let Some((k, entry)) = self.table.slots.load().get_key_value(&key) {
+            return (k.clone(), entry.slot.clone());
         }
-        let _writer = self.insert.lock().unwrap_or_else(PoisonError::into_inner);
-        let current = self.slots.load_full();
-        if let Some(slot) = current.get(&key) {
-            return slot.clone();
+        let _writer = self
+            .table
+            .write
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.table.slots.load_full();
+        if let Some((k, entry)) = current.get_key_value(&key) {
+            return (k.clone(), entry.slot.clone());
         }
         let mut next: Slots = (*current).clone();
         if next.len() >= self.capacity {
             evict(&mut next, self.capacity - 1, unix_millis(self.clock.now()));
         }
+        let owned = Arc::new(key.to_owned_key());
         let slot = Arc::new(Slot::new());
-        next.insert(key.to_owned_key(), slot.clone());
-        self.slots.store(Arc::new(next));
-        slot
+        next.insert(
+            owned.clone(),
+            Entry {
+                slot: slot.clone(),
+                token: None,
+            },
+        );
+        self.table.slots.store(Arc::new(next));
+        (owned, slot)
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.slots.load().len()
+        self.table.slots.load().len()
+    }
+
+    #[cfg(test)]
+    fn in_flight(&self, key: KeyRef<'_>) -> bool {
+        self.table
+            .slots
+            .load()
+            .get(&key)
+            .is_some_and(|e| e.slot.flight.in_flight())
     }
 
     fn jitter_unit(&self) -> f64 {
@@ -345,25 +419,26 @@ impl TokenCache {
 /// Shrinks `slots` to `keep` entries: expired or empty ones first, then the soonest to expire.
 /// Entries with a request in flight are kept.
 fn evict(slots: &mut Slots, keep: usize, now_millis: i64) {
-    let stop_millis = |slot: &Slot| {
-        slot.token
-            .load()
+    let stop_millis = |entry: &Entry| {
+        entry
+            .token
             .as_ref()
             .map_or(i64::MIN, |t| unix_millis(t.stop_at))
     };
-    slots.retain(|_, slot| slot.flight.in_flight() || stop_millis(slot) > now_millis);
+    slots.retain(|_, e| e.slot.flight.in_flight() || stop_millis(e) > now_millis);
     if slots.len() <= keep {
         return;
     }
-    let mut by_expiry: Vec<(i64, *const Slot)> = slots
-        .values()
-        .filter(|s| !s.flight.in_flight())
-        .map(|s| (stop_millis(s), Arc::as_ptr(s)))
+    let mut by_expiry: Vec<(i64, Arc<Key>)> = slots
+        .iter()
+        .filter(|(_, e)| !e.slot.flight.in_flight())
+        .map(|(k, e)| (stop_millis(e), k.clone()))
         .collect();
     by_expiry.sort_unstable_by_key(|(stop, _)| *stop);
     let excess = slots.len() - keep;
-    let doomed: Vec<*const Slot> = by_expiry.into_iter().take(excess).map(|(_, p)| p).collect();
-    slots.retain(|_, slot| !doomed.contains(&Arc::as_ptr(slot)));
+    for (_, key) in by_expiry.into_iter().take(excess) {
+        slots.remove(&key);
+    }
 }
 
 fn unix_millis(at: OffsetDateTime) -> i64 {
@@ -675,7 +750,7 @@ mod tests {
         assert_eq!(hit(&cache, KEY, &source).as_deref(), Some(first.as_str()));
         settle(|| source.calls() == 2).await;
         // Let the failed attempt finish and record its backoff.
-        settle(|| !cache.slots.load().get(&KEY).unwrap().flight.in_flight()).await;
+        settle(|| !cache.in_flight(KEY)).await;
         for _ in 0..10 {
             assert_eq!(hit(&cache, KEY, &source).as_deref(), Some(first.as_str()));
         }
@@ -686,7 +761,7 @@ mod tests {
 
         // Past the stop time the old token is not served, even though it has not expired.
         clock.advance(Duration::minutes(4) + Duration::seconds(20));
-        settle(|| !cache.slots.load().get(&KEY).unwrap().flight.in_flight()).await;
+        settle(|| !cache.in_flight(KEY)).await;
         assert_eq!(hit(&cache, KEY, &source), None);
         assert!(cache.wait(KEY, source.fetch()).await.is_err());
     }
@@ -819,7 +894,7 @@ mod tests {
         settle(|| source.calls() == 2).await;
         cache.close();
         drop(gate);
-        settle(|| !cache.slots.load().get(&KEY).unwrap().flight.in_flight()).await;
+        settle(|| !cache.in_flight(KEY)).await;
         for _ in 0..10 {
             assert_eq!(hit(&cache, KEY, &source).as_deref(), Some(first.as_str()));
         }

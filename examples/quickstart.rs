@@ -53,15 +53,9 @@ async fn run() -> Result<(), Box<dyn Error>> {
             "in a pipeline step, from_env() talks to the real services",
         );
         // The emulator serves HTTPS with its own CA; its client options trust that CA only.
-        let options = emu.credential_options();
-        let c = emu.config();
-        let credential = AzurePipelinesCredential::new(
-            c.tenant_id.clone(),
-            c.client_id.clone(),
-            &c.service_connection_id,
-            c.system_access_token.clone(),
-            Some(options),
-        )?;
+        // The emulator's service connection: what new(tenant, client, connection, token) gets
+        // from the AZURESUBSCRIPTION_* variables and SYSTEM_ACCESSTOKEN in a pipeline.
+        let credential = emu.credential(emu.credential_options())?;
         emulator = Some(emu);
         credential
     };

@@ -6,7 +6,6 @@
 //! options, call `get_token_info` once, print the token in the requested shape. See `--help`.
 
 use azure_core::credentials::TokenRequestOptions;
-use azure_identity::ClientAssertionCredentialOptions;
 use azure_pipelines_credential::{
     AccessTokenInfo, AzurePipelinesCredential, AzurePipelinesCredentialOptions,
     PersistentCacheOptions, TokenRequestContext,
@@ -322,20 +321,13 @@ async fn emulator_credential(
     })
     .await
     .map_err(|e| Failure::Io(format!("could not start the emulator: {e}")))?;
-    options.credential_options = ClientAssertionCredentialOptions {
-        client_options: emulator.client_options(),
-    };
-    options.authority_host = Some(emulator.authority_host(true));
-    options.oidc_request_uri = Some(emulator.oidc_request_uri(true));
-    let c = emulator.config();
-    let credential = AzurePipelinesCredential::new(
-        c.tenant_id.clone(),
-        c.client_id.clone(),
-        &c.service_connection_id,
-        c.system_access_token.clone(),
-        Some(options),
-    )?;
-    let tenant_id = c.tenant_id.clone();
+    // The emulator decides the endpoints and transport; the flags keep the rest.
+    let endpoints = emulator.credential_options();
+    options.credential_options = endpoints.credential_options;
+    options.authority_host = endpoints.authority_host;
+    options.oidc_request_uri = endpoints.oidc_request_uri;
+    let credential = emulator.credential(options)?;
+    let tenant_id = emulator.config().tenant_id.clone();
     Ok((credential, tenant_id, Some(emulator)))
 }
 

@@ -8,20 +8,30 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-/// One of the two endpoints the emulator serves.
+use crate::util;
+use crate::wire::{RequestIds, entra_error_json, vss_error_json};
+
+/// An endpoint whose answers [`Control`] can delay, hold and fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Endpoint {
     /// The Azure DevOps OIDC endpoint (`POST .../oidctoken`).
     Oidc,
     /// The Microsoft Entra ID token endpoint (`POST /{tenant}/oauth2/v2.0/token`).
     Token,
+    /// The App Service managed identity endpoint (`GET /msi/token`).
+    ManagedIdentity,
 }
+
+/// How many [`Endpoint`]s there are: the length of the per-endpoint knobs.
+const ENDPOINTS: usize = 3;
 
 impl Endpoint {
     fn index(self) -> usize {
         match self {
             Endpoint::Oidc => 0,
             Endpoint::Token => 1,
+            Endpoint::ManagedIdentity => 2,
         }
     }
 }
@@ -29,12 +39,18 @@ impl Endpoint {
 /// A failure the emulator produces instead of the normal answer.
 ///
 /// Faults are applied after the request has been counted, held and delayed, and
-/// before any validation, like an outage in front of the real service.
+/// before any validation, like an outage in front of the real service. The
+/// exceptions are [`Fault::Trickle`] and [`Fault::TruncatedBody`], which spoil
+/// how the endpoint's own answer is delivered, like a failing network between
+/// the service and the client.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Fault {
     /// An error status. The body is what the real service sends for it: an
     /// Entra error JSON on [`Endpoint::Token`], a VSS error JSON on
-    /// [`Endpoint::Oidc`]. `retry_after` adds a `Retry-After` header (seconds).
+    /// [`Endpoint::Oidc`], an App Service error JSON on
+    /// [`Endpoint::ManagedIdentity`]. `retry_after` adds a `Retry-After`
+    /// header (seconds).
     Status {
         /// HTTP status code, e.g. 429 or 503.
         status: u16,
@@ -61,6 +77,27 @@ pub enum Fault {
         /// The response body, sent as is.
         body: Vec<u8>,
     },
+    /// The endpoint's own answer, its status and headers at once (with the
+    /// full `Content-Length`), then its body `chunk` bytes (at least one) after
+    /// each `interval`: a client's timeout on reading the body fires while a
+    /// patient client still gets the whole answer.
+    Trickle {
+        /// Bytes sent after each interval.
+        chunk: usize,
+        /// Time before each chunk (tokio's clock, so paused-time tests work).
+        interval: Duration,
+    },
+    /// The endpoint's own answer with its full `Content-Length`, but only the
+    /// first half of its body; then the connection closes.
+    TruncatedBody,
+    /// `200 OK` with `Content-Type: application/json` and a body of `bytes`
+    /// bytes (a JSON object, when `bytes` is at least 14), generated while it
+    /// is sent, so that even gigabytes cost the emulator no memory: for a
+    /// client's limit on response sizes.
+    HugeBody {
+        /// The body's length, sent as `Content-Length`.
+        bytes: u64,
+    },
 }
 
 impl Fault {
@@ -69,7 +106,7 @@ impl Fault {
     /// connection.
     ///
     /// ```
-    /// use azure_pipelines_credential::emulator::Fault;
+    /// use azure_pipelines_emulator::Fault;
     /// let fault = Fault::vss_error(
     ///     400,
     ///     "InvalidServiceConnectionReferenceException",
@@ -81,7 +118,7 @@ impl Fault {
         Fault::Body {
             status,
             content_type: "application/json; charset=utf-8".to_owned(),
-            body: crate::emulator::oidc::vss_error_json(type_key, message).into_bytes(),
+            body: vss_error_json(type_key, message).into_bytes(),
         }
     }
 
@@ -90,40 +127,55 @@ impl Fault {
     /// the text after `AADSTS<code>: `.
     ///
     /// ```
-    /// use azure_pipelines_credential::emulator::Fault;
+    /// use azure_pipelines_emulator::Fault;
     /// let fault = Fault::entra_error(400, "invalid_client", 7000215, "Invalid client secret provided.");
     /// assert!(matches!(fault, Fault::Body { status: 400, .. }));
     /// ```
     pub fn entra_error(status: u16, error: &str, code: u32, description: &str) -> Fault {
-        let ids = crate::emulator::entra::RequestIds::new(None);
+        let ids = RequestIds::new(None);
         let now = OffsetDateTime::now_utc();
         Fault::Body {
             status,
             content_type: "application/json; charset=utf-8".to_owned(),
-            body: crate::emulator::entra::entra_error_json(&ids, now, error, code, description)
-                .into_bytes(),
+            body: entra_error_json(&ids, now, error, code, description).into_bytes(),
         }
     }
 }
 
-/// When an injected [`Fault`] applies.
+/// A failure of the HTTPS listener below HTTP: what a client sees of a
+/// connection before its first request. See [`Control::inject_connection_fault`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionFault {
+    /// The TLS handshake presents a certificate for the same names, signed by
+    /// another CA (generated by the emulator and trusted by nobody), so a
+    /// client that trusts only [`Emulator::ca_pem`](crate::Emulator::ca_pem)
+    /// fails the handshake.
+    UntrustedCertificate,
+    /// Accept the TCP connection and never answer the TLS handshake, holding
+    /// the connection open until the client gives up or the emulator stops.
+    StallHandshake,
+}
+
+/// When an injected [`Fault`] (or [`ConnectionFault`]) applies.
 #[derive(Clone, Copy, Debug)]
 pub enum FaultTrigger {
-    /// The next N requests to the endpoint.
+    /// The next N requests to the endpoint (or connections to the listener).
     Count(u32),
-    /// Each request, with this probability (0.0 to 1.0), until cleared.
+    /// Each request (or connection), with this probability (0.0 to 1.0), until cleared.
     Rate(f64),
 }
 
 /// A snapshot of what reached the emulator; see [`Control::counters`].
 #[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct Counters {
     /// Requests that reached the OIDC endpoint, including faulted and rejected ones.
     pub oidc_requests: u64,
     /// Requests that reached the token endpoint, including faulted and rejected ones.
     pub token_requests: u64,
     /// OIDC tokens handed out by the OIDC endpoint (not by
-    /// [`Emulator::issue_oidc_token`](crate::emulator::Emulator::issue_oidc_token)).
+    /// [`Emulator::issue_oidc_token`](crate::Emulator::issue_oidc_token)).
     pub oidc_tokens_issued: u64,
     /// Access tokens handed out by the token endpoint.
     pub access_tokens_issued: u64,
@@ -136,18 +188,52 @@ pub struct Counters {
     /// Key Vault requests answered with 401 and a `WWW-Authenticate` challenge
     /// (no bearer token, or one the vault does not accept).
     pub key_vault_challenges: u64,
+    /// Requests that reached the managed identity endpoint, including faulted
+    /// and rejected ones.
+    pub managed_identity_requests: u64,
+    /// Access tokens handed out by the managed identity endpoint.
+    pub managed_identity_tokens_issued: u64,
+    /// TCP connections accepted, on both listeners.
+    pub connections: u64,
+    /// Connections that got a [`ConnectionFault`] instead of being served.
+    pub connection_faults: u64,
 }
 
+/// An injected fault and when it applies.
 #[derive(Clone, Debug)]
-struct FaultEntry {
-    fault: Fault,
+struct Injected<F> {
+    fault: F,
     trigger: FaultTrigger,
+}
+
+/// Takes the fault that applies now from `list`: [`FaultTrigger::Count`] ones first, in the order
+/// they were injected, then the first [`FaultTrigger::Rate`] one whose draw succeeds.
+fn take<F: Clone>(list: &mut Vec<Injected<F>>) -> Option<F> {
+    if let Some(i) = list
+        .iter()
+        .position(|e| matches!(e.trigger, FaultTrigger::Count(n) if n > 0))
+    {
+        let entry = &mut list[i];
+        let fault = entry.fault.clone();
+        if let FaultTrigger::Count(n) = &mut entry.trigger {
+            *n -= 1;
+            if *n == 0 {
+                list.remove(i);
+            }
+        }
+        return Some(fault);
+    }
+    list.iter().find_map(|e| match e.trigger {
+        FaultTrigger::Rate(p) if util::random_unit() < p => Some(e.fault.clone()),
+        _ => None,
+    })
 }
 
 #[derive(Debug)]
 struct Knobs {
-    latency: [Duration; 2],
-    faults: [Vec<FaultEntry>; 2],
+    latency: [Duration; ENDPOINTS],
+    faults: [Vec<Injected<Fault>>; ENDPOINTS],
+    connection_faults: Vec<Injected<ConnectionFault>>,
     access_token_lifetime: Duration,
     oidc_token_lifetime: Duration,
     refresh_in: Option<Duration>,
@@ -158,8 +244,9 @@ struct Knobs {
 impl Default for Knobs {
     fn default() -> Self {
         Knobs {
-            latency: [Duration::ZERO; 2],
-            faults: [Vec::new(), Vec::new()],
+            latency: [Duration::ZERO; ENDPOINTS],
+            faults: std::array::from_fn(|_| Vec::new()),
+            connection_faults: Vec::new(),
             access_token_lifetime: Duration::from_secs(3599),
             oidc_token_lifetime: Duration::from_secs(600),
             refresh_in: None,
@@ -175,7 +262,7 @@ struct Inner {
     // Key Vault secrets by lower-cased name (names are case-insensitive): (name, value).
     secrets: Mutex<BTreeMap<String, (String, String)>>,
     // Number of live `Hold` guards per endpoint; handlers wait for zero.
-    holds: [watch::Sender<u32>; 2],
+    holds: [watch::Sender<u32>; ENDPOINTS],
 }
 
 /// Knobs and counters of a running emulator.
@@ -210,7 +297,7 @@ impl Control {
                 knobs: Mutex::new(Knobs::default()),
                 counters: Mutex::new(Counters::default()),
                 secrets: Mutex::new(BTreeMap::new()),
-                holds: [watch::Sender::new(0), watch::Sender::new(0)],
+                holds: std::array::from_fn(|_| watch::Sender::new(0)),
             }),
         }
     }
@@ -236,15 +323,43 @@ impl Control {
         if matches!(trigger, FaultTrigger::Count(0)) {
             return;
         }
-        self.knobs().faults[endpoint.index()].push(FaultEntry { fault, trigger });
+        self.knobs().faults[endpoint.index()].push(Injected { fault, trigger });
     }
 
-    /// Removes every injected fault of both endpoints.
+    /// Makes the HTTPS listener treat the connections it accepts from now on
+    /// with `fault` when `trigger` says so (counted per connection, not per
+    /// request: a client that keeps its connection alive is not affected).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use azure_pipelines_emulator::{ConnectionFault, Emulator, FaultTrigger};
+    /// let emulator = Emulator::start().await?;
+    /// emulator
+    ///     .control()
+    ///     .inject_connection_fault(ConnectionFault::UntrustedCertificate, FaultTrigger::Count(1));
+    /// let first = emulator.reqwest_client().get(emulator.https_url()).send().await;
+    /// assert!(first.is_err());
+    /// assert_eq!(emulator.control().counters().connection_faults, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn inject_connection_fault(&self, fault: ConnectionFault, trigger: FaultTrigger) {
+        if matches!(trigger, FaultTrigger::Count(0)) {
+            return;
+        }
+        self.knobs()
+            .connection_faults
+            .push(Injected { fault, trigger });
+    }
+
+    /// Removes every injected fault: those of every endpoint and the
+    /// connection faults.
     pub fn clear_faults(&self) {
         let mut knobs = self.knobs();
         for list in &mut knobs.faults {
             list.clear();
         }
+        knobs.connection_faults.clear();
     }
 
     /// Lifetime of the access tokens issued from now on (`expires_in`).
@@ -282,7 +397,7 @@ impl Control {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> std::io::Result<()> {
-    /// # let emulator = azure_pipelines_credential::emulator::Emulator::start().await?;
+    /// # let emulator = azure_pipelines_emulator::Emulator::start().await?;
     /// emulator.control().set_secret("db-password", "correct horse battery staple");
     /// assert!(emulator.control().remove_secret("DB-PASSWORD"));
     /// # Ok(()) }
@@ -325,7 +440,7 @@ impl Control {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> std::io::Result<()> {
-    /// use azure_pipelines_credential::emulator::{Emulator, Endpoint};
+    /// use azure_pipelines_emulator::{Emulator, Endpoint};
     /// let emulator = Emulator::start().await?;
     /// let hold = emulator.control().hold(Endpoint::Token);
     /// // ... start a token request, check that it has not completed ...
@@ -375,26 +490,23 @@ impl Control {
     }
 
     pub(crate) fn take_fault(&self, endpoint: Endpoint) -> Option<Fault> {
-        let mut knobs = self.knobs();
-        let list = &mut knobs.faults[endpoint.index()];
-        if let Some(i) = list
-            .iter()
-            .position(|e| matches!(e.trigger, FaultTrigger::Count(n) if n > 0))
-        {
-            let entry = &mut list[i];
-            let fault = entry.fault.clone();
-            if let FaultTrigger::Count(n) = &mut entry.trigger {
-                *n -= 1;
-                if *n == 0 {
-                    list.remove(i);
-                }
-            }
-            return Some(fault);
+        take(&mut self.knobs().faults[endpoint.index()])
+    }
+
+    /// Counts an accepted connection, and tells whether (and how) to fault it. Only the HTTPS
+    /// listener faults connections.
+    pub(crate) fn accept_connection(&self, tls: bool) -> Option<ConnectionFault> {
+        let fault = if tls {
+            take(&mut self.knobs().connection_faults)
+        } else {
+            None
+        };
+        let mut c = self.counters_guard();
+        c.connections += 1;
+        if fault.is_some() {
+            c.connection_faults += 1;
         }
-        list.iter().find_map(|e| match e.trigger {
-            FaultTrigger::Rate(p) if rand::random::<f64>() < p => Some(e.fault.clone()),
-            _ => None,
-        })
+        fault
     }
 
     pub(crate) async fn wait_hold(&self, endpoint: Endpoint) {
@@ -423,6 +535,14 @@ impl Control {
         if challenged {
             c.key_vault_challenges += 1;
         }
+    }
+
+    pub(crate) fn record_managed_identity_request(&self) {
+        self.counters_guard().managed_identity_requests += 1;
+    }
+
+    pub(crate) fn record_managed_identity_token_issued(&self) {
+        self.counters_guard().managed_identity_tokens_issued += 1;
     }
 
     pub(crate) fn record_oidc_token_issued(&self) {
@@ -487,6 +607,29 @@ mod tests {
             Some(Fault::Html203)
         ));
         assert!(c.take_fault(Endpoint::Token).is_none());
+    }
+
+    #[test]
+    fn connection_faults_only_on_https_and_cleared_with_the_others() {
+        let c = Control::new();
+        c.inject_connection_fault(ConnectionFault::StallHandshake, FaultTrigger::Count(1));
+        c.inject_connection_fault(
+            ConnectionFault::UntrustedCertificate,
+            FaultTrigger::Rate(1.0),
+        );
+        assert_eq!(c.accept_connection(false), None);
+        assert_eq!(
+            c.accept_connection(true),
+            Some(ConnectionFault::StallHandshake)
+        );
+        assert_eq!(
+            c.accept_connection(true),
+            Some(ConnectionFault::UntrustedCertificate)
+        );
+        c.clear_faults();
+        assert_eq!(c.accept_connection(true), None);
+        let counters = c.counters();
+        assert_eq!((counters.connections, counters.connection_faults), (4, 2));
     }
 
     #[test]

@@ -1,62 +1,4 @@
-//! A local emulator of the two services `AzurePipelinesCredential` talks to:
-//! the Azure DevOps OIDC endpoint and the Microsoft Entra ID token endpoint.
-//!
-//! [`Emulator::start`] runs a real HTTP/1.1 server on loopback, on two
-//! ephemeral ports: one plain `http`, one `https` with a certificate signed by
-//! a CA the emulator generates at start ([`Emulator::ca_pem`],
-//! [`Emulator::transport`]). Both ports serve both endpoints, and a minimal
-//! Key Vault secrets endpoint ([`Emulator::key_vault_url`],
-//! [`Control::set_secret`]) that challenges like Key Vault and accepts the
-//! emulator's access tokens for `https://vault.azure.net`.
-//!
-//! The endpoints validate requests and answer failures the way the real
-//! services do: 401 / 203 sign-in page / VSS error JSON from Azure DevOps,
-//! `AADSTS` error JSON from Entra. The OIDC tokens and access tokens are real
-//! JWTs signed by a key the emulator generates at start, and the token endpoint
-//! only accepts client assertions the emulator signed, with the issuer,
-//! subject and audience it issues.
-//!
-//! [`Control`] changes the emulator while it runs: latency, injected
-//! [`Fault`]s, token lifetimes, `refresh_in`, clock skew, holding requests,
-//! and counters of what arrived.
-//!
-//! # Example
-//!
-//! ```
-//! use azure_pipelines_credential::emulator::{Emulator, Endpoint, Fault, FaultTrigger};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let emulator = Emulator::start().await?;
-//!
-//! // What an Azure Pipelines job would see in its environment.
-//! let request_uri = emulator.oidc_request_uri(true);
-//! let authority = emulator.authority_host(true);
-//! assert!(request_uri.starts_with("https://localhost:"));
-//! assert!(authority.starts_with("https://localhost:"));
-//!
-//! // The next token request fails once with 503 and `Retry-After: 1`.
-//! emulator.control().inject_fault(
-//!     Endpoint::Token,
-//!     Fault::Status { status: 503, retry_after: Some(1) },
-//!     FaultTrigger::Count(1),
-//! );
-//! assert_eq!(emulator.control().counters().token_requests, 0);
-//! # Ok(()) }
-//! ```
-
-// The emulator plays the services, whose clock is the real one (plus Control's skew); the rule
-// that time comes from an injected Clock is the credential's.
-#![allow(clippy::disallowed_methods)]
-
-mod control;
-mod entra;
-mod jwt;
-mod keyvault;
-mod oidc;
-mod server;
-mod tls;
-mod util;
+//! The running emulator: what a test starts, asks for URLs and tokens, and stops.
 
 use std::fmt;
 use std::io;
@@ -66,101 +8,20 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use crate::jwt::decode_claims;
-pub use control::{Control, Counters, Endpoint, Fault, FaultTrigger, Hold};
-pub use jwt::OidcClaims;
-
-use server::{Ids, Listeners, Shared};
-
-/// The audience of Azure DevOps OIDC tokens in the public cloud.
-pub const OIDC_AUDIENCE: &str = "api://AzureADTokenExchange";
-
-/// The host name of the emulator's Key Vault ([`Emulator::key_vault_url`]). It is under
-/// `vault.azure.net` because Key Vault clients check that the vault's host is under the resource
-/// of the authentication challenge (`https://vault.azure.net`); the emulator's certificate covers
-/// it and [`Emulator::reqwest_client`] resolves it to the emulator.
-pub const KEY_VAULT_HOST: &str = "emulator.vault.azure.net";
-
-/// How an [`Emulator`] is set up. Every field has a usable default.
-#[derive(Clone)]
-pub struct EmulatorConfig {
-    /// The directory (tenant) the application is registered in.
-    pub tenant_id: String,
-    /// The application (client) ID of the service connection's identity.
-    pub client_id: String,
-    /// The service connection's ID (what `AZURESUBSCRIPTION_SERVICE_CONNECTION_ID` holds).
-    pub service_connection_id: String,
-    /// The job's `System.AccessToken`. Random by default.
-    pub system_access_token: String,
-    /// The Azure DevOps organization name.
-    pub organization: String,
-    /// The Azure DevOps project name.
-    pub project: String,
-    /// The service connection's name, part of the OIDC token's subject
-    /// (`sc://{organization}/{project}/{service_connection_name}`).
-    pub service_connection_name: String,
-    /// Further tenants the application exists in: token requests for them
-    /// succeed too.
-    pub additional_tenants: Vec<String>,
-    /// Port of the plain HTTP listener; 0 picks a free one.
-    pub http_port: u16,
-    /// Port of the HTTPS listener; 0 picks a free one.
-    pub https_port: u16,
-    /// When true (the default), the OIDC endpoint insists on the
-    /// `X-TFS-FedAuthRedirect: Suppress` header a correct client always sends:
-    /// without it the answer is 203 with a sign-in page, even with a valid
-    /// token. When false it behaves exactly like Azure DevOps, which only uses
-    /// the header to turn a sign-in page into a 401.
-    ///
-    /// Either way, like the real service, a POST without `Content-Length` (or
-    /// a chunked body) gets 411 Length Required. reqwest, and so azure_core,
-    /// sends no `Content-Length` for an empty body: set `Content-Length: 0`
-    /// explicitly.
-    pub strict_client_checks: bool,
-}
-
-impl Default for EmulatorConfig {
-    fn default() -> Self {
-        EmulatorConfig {
-            tenant_id: "72f988bf-86f1-41af-91ab-2d7cd011db47".to_owned(),
-            client_id: "3f8a1c2e-5b7d-4e9f-a1c3-6d2b8e4f0a95".to_owned(),
-            service_connection_id: "9c4e2a7b-1d3f-4b8e-9a6c-5e7f1b2d3c40".to_owned(),
-            system_access_token: util::random_b64url(32),
-            organization: "contoso".to_owned(),
-            project: "pipelines".to_owned(),
-            service_connection_name: "my-azure-connection".to_owned(),
-            additional_tenants: Vec::new(),
-            http_port: 0,
-            https_port: 0,
-            strict_client_checks: true,
-        }
-    }
-}
-
-impl fmt::Debug for EmulatorConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EmulatorConfig")
-            .field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
-            .field("service_connection_id", &self.service_connection_id)
-            .field("system_access_token", &"<redacted>")
-            .field("organization", &self.organization)
-            .field("project", &self.project)
-            .field("service_connection_name", &self.service_connection_name)
-            .field("additional_tenants", &self.additional_tenants)
-            .field("http_port", &self.http_port)
-            .field("https_port", &self.https_port)
-            .field("strict_client_checks", &self.strict_client_checks)
-            .finish()
-    }
-}
+use crate::config::{EmulatorConfig, KEY_VAULT_HOST};
+use crate::control::Control;
+use crate::jwt::{Keys, OidcClaims};
+use crate::server::{self, Listeners};
+use crate::state::{Ids, Shared};
+use crate::tls::{CertIssuer, TlsMaterial};
+use crate::util;
 
 /// A running emulator. Dropping it (or [`Emulator::shutdown`]) stops the
 /// server and closes every connection.
 pub struct Emulator {
     shared: Arc<Shared>,
     ca_pem: String,
-    issuer: tls::CertIssuer,
+    issuer: CertIssuer,
     client: reqwest::Client,
     http_addr: SocketAddr,
     https_addr: SocketAddr,
@@ -191,8 +52,10 @@ impl Emulator {
     /// Starts an emulator with `config`. Fails if a port cannot be bound or
     /// key generation fails.
     pub async fn start_with(config: EmulatorConfig) -> io::Result<Emulator> {
-        let tls = tls::TlsMaterial::generate()?;
-        let keys = jwt::Keys::generate()?;
+        // The Key Vault host is there so that Key Vault clients, which check that the vault's host
+        // is under the challenge's resource host, can talk to the emulator's vault.
+        let tls = TlsMaterial::generate(&["localhost", "127.0.0.1", KEY_VAULT_HOST])?;
+        let keys = Keys::generate()?;
         let listeners = Listeners::bind(config.http_port, config.https_port).await?;
         let http_addr = listeners.http.local_addr()?;
         let https_addr = listeners.https.local_addr()?;
@@ -231,7 +94,7 @@ impl Emulator {
         let https_url =
             url::Url::parse(&format!("{}/", shared.https_base)).map_err(io::Error::other)?;
         let (shutdown, shutdown_rx) = watch::channel(());
-        let tasks = server::spawn(listeners, tls.server_config, shared.clone(), shutdown_rx);
+        let tasks = server::spawn(listeners, &tls, shared.clone(), shutdown_rx);
         Ok(Emulator {
             shared,
             ca_pem: tls.ca_pem,
@@ -288,6 +151,40 @@ impl Emulator {
         format!("{}/{tenant}/oauth2/v2.0/token", self.shared.base(tls))
     }
 
+    /// The App Service managed identity endpoint (`IDENTITY_ENDPOINT`):
+    /// `{base}/msi/token`, e.g. `https://localhost:PORT/msi/token`.
+    ///
+    /// With it in `IDENTITY_ENDPOINT` and [`Emulator::managed_identity_header`]
+    /// in `IDENTITY_HEADER`, azure_identity's `ManagedIdentityCredential` gets
+    /// its tokens from the emulator: access tokens for the requested resource,
+    /// signed like those of the token endpoint, for the service connection's
+    /// application in the configured tenant.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let emulator = azure_pipelines_emulator::Emulator::start().await?;
+    /// let endpoint = emulator.managed_identity_endpoint(true);
+    /// let response = emulator
+    ///     .reqwest_client()
+    ///     .get(format!("{endpoint}?api-version=2019-08-01&resource=https://vault.azure.net"))
+    ///     .header("X-IDENTITY-HEADER", emulator.managed_identity_header())
+    ///     .send()
+    ///     .await?;
+    /// assert_eq!(response.status(), 200);
+    /// assert_eq!(emulator.control().counters().managed_identity_tokens_issued, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn managed_identity_endpoint(&self, tls: bool) -> String {
+        format!("{}/msi/token", self.shared.base(tls))
+    }
+
+    /// The secret of the managed identity endpoint (`IDENTITY_HEADER`):
+    /// [`EmulatorConfig::managed_identity_header`].
+    pub fn managed_identity_header(&self) -> &str {
+        &self.shared.config.managed_identity_header
+    }
+
     /// The PEM of the CA that signed the HTTPS certificate.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
@@ -305,7 +202,7 @@ impl Emulator {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> std::io::Result<()> {
-    /// # let emulator = azure_pipelines_credential::emulator::Emulator::start().await?;
+    /// # let emulator = azure_pipelines_emulator::Emulator::start().await?;
     /// let (cert_pem, key_pem) = emulator.issue_server_certificate(&["127.0.0.1", "localhost"])?;
     /// assert!(cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
     /// assert!(key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
@@ -349,50 +246,6 @@ impl Emulator {
             }),
             ..Default::default()
         }
-    }
-
-    /// Options that point an [`AzurePipelinesCredential`](crate::AzurePipelinesCredential) at
-    /// this emulator over https: [`Emulator::client_options`], the authority host and the OIDC
-    /// URI. Set further fields with struct update syntax.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use azure_core::credentials::TokenCredential;
-    /// use azure_pipelines_credential::emulator::Emulator;
-    ///
-    /// let emulator = Emulator::start().await?;
-    /// let credential = emulator.credential(emulator.credential_options())?;
-    /// let token = credential.get_token(&["https://storage.azure.com/.default"], None).await?;
-    /// assert_eq!(emulator.control().counters().token_requests, 1);
-    /// # let _ = token;
-    /// # Ok(()) }
-    /// ```
-    pub fn credential_options(&self) -> crate::AzurePipelinesCredentialOptions {
-        crate::AzurePipelinesCredentialOptions {
-            credential_options: azure_identity::ClientAssertionCredentialOptions {
-                client_options: self.client_options(),
-            },
-            authority_host: Some(self.authority_host(true)),
-            oidc_request_uri: Some(self.oidc_request_uri(true)),
-            ..Default::default()
-        }
-    }
-
-    /// A credential for this emulator's service connection (tenant, client, connection and
-    /// System.AccessToken from [`Emulator::config`]) with `options`.
-    pub fn credential(
-        &self,
-        options: crate::AzurePipelinesCredentialOptions,
-    ) -> azure_core::Result<Arc<crate::AzurePipelinesCredential>> {
-        let c = self.config();
-        crate::AzurePipelinesCredential::new(
-            c.tenant_id.clone(),
-            c.client_id.clone(),
-            &c.service_connection_id,
-            c.system_access_token.clone(),
-            Some(options),
-        )
     }
 
     /// The emulator's knobs and counters.
@@ -441,7 +294,7 @@ impl Emulator {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> std::io::Result<()> {
-    /// # let emulator = azure_pipelines_credential::emulator::Emulator::start().await?;
+    /// # let emulator = azure_pipelines_emulator::Emulator::start().await?;
     /// let expired = emulator.issue_oidc_token_with(|c| {
     ///     c.iat -= 3600;
     ///     c.nbf -= 3600;

@@ -5,39 +5,16 @@ use hyper::header::{CACHE_CONTROL, HeaderName, PRAGMA};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use super::jwt::VerifyError;
-use super::server::{Resp, Shared, form_value, json_response, set_header, text_response};
-use super::{OIDC_AUDIENCE, util};
+use crate::config::OIDC_AUDIENCE;
+use crate::jwt::{self, VerifyError};
+use crate::state::Shared;
+use crate::util;
+use crate::wire::{
+    RequestIds, Resp, entra_error_json, form_value, json_response, set_header, text_response,
+};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const FIC_DOCS: &str = "Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation";
-
-/// The trace and correlation IDs of one token request; they appear both in the
-/// error body and in the response headers, as with the real service.
-pub(crate) struct RequestIds {
-    pub(crate) trace_id: String,
-    pub(crate) correlation_id: String,
-    echo_client_request_id: bool,
-}
-
-impl RequestIds {
-    /// Entra uses the caller's `client-request-id` as the correlation ID when
-    /// it is a GUID.
-    pub(crate) fn new(client_request_id: Option<&str>) -> RequestIds {
-        match client_request_id.filter(|c| util::is_guid(c)) {
-            Some(c) => RequestIds {
-                trace_id: util::guid(),
-                correlation_id: c.to_owned(),
-                echo_client_request_id: true,
-            },
-            None => RequestIds {
-                trace_id: util::guid(),
-                correlation_id: util::guid(),
-                echo_client_request_id: false,
-            },
-        }
-    }
-}
 
 /// An Entra error answer.
 struct EntraError {
@@ -65,30 +42,6 @@ fn missing(parameter: &str) -> EntraError {
     )
 }
 
-/// The JSON body of an Entra error.
-pub(crate) fn entra_error_json(
-    ids: &RequestIds,
-    now: OffsetDateTime,
-    error: &str,
-    code: u32,
-    description: &str,
-) -> String {
-    let timestamp = util::entra_timestamp(now);
-    json!({
-        "error": error,
-        "error_description": format!(
-            "AADSTS{code}: {description}\r\nTrace ID: {}\r\nCorrelation ID: {}\r\nTimestamp: {timestamp}",
-            ids.trace_id, ids.correlation_id
-        ),
-        "error_codes": [code],
-        "timestamp": timestamp,
-        "trace_id": ids.trace_id,
-        "correlation_id": ids.correlation_id,
-        "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
-    })
-    .to_string()
-}
-
 fn error_response(shared: &Shared, ids: &RequestIds, e: EntraError) -> Resp {
     json_response(
         e.status,
@@ -96,7 +49,7 @@ fn error_response(shared: &Shared, ids: &RequestIds, e: EntraError) -> Resp {
     )
 }
 
-/// The body of an injected [`Fault::Status`](super::Fault::Status).
+/// The body of an injected [`Fault::Status`](crate::Fault::Status).
 pub(crate) fn status_fault_body(status: u16, ids: Option<&RequestIds>) -> String {
     let fresh;
     let ids = match ids {
@@ -300,7 +253,7 @@ fn issue(
     let Some(audience) = resources.first() else {
         return Err(missing("scope"));
     };
-    let access_token =
+    let (access_token, _) =
         mint_access_token(shared, tenant, audience, claims.as_ref()).map_err(|e| {
             tracing::error!(error = %e, "emulator failed to sign an access token");
             err(
@@ -344,7 +297,7 @@ fn check_assertion(shared: &Shared, client_id: &str, assertion: &str) -> Result<
             "JWT token is invalid or malformed.",
         )
     };
-    let claims = crate::jwt::decode_claims(assertion).ok_or_else(malformed)?;
+    let claims = jwt::unverified_claims(assertion).ok_or_else(malformed)?;
 
     // Entra finds the federated identity credentials by issuer first, then
     // validates the token with that issuer's keys, then matches the rest.
@@ -496,12 +449,14 @@ fn wants_cae(claims: &Map<String, Value>) -> bool {
         })
 }
 
-fn mint_access_token(
+/// An access token for `audience` from `tenant`, as Entra ID issues to the service connection's
+/// application (`claims` is the request's `claims` parameter), and its expiry (`exp`).
+pub(crate) fn mint_access_token(
     shared: &Shared,
     tenant: &str,
     audience: &str,
     claims: Option<&Map<String, Value>>,
-) -> std::io::Result<String> {
+) -> std::io::Result<(String, i64)> {
     let iat = shared.control.now_unix();
     let lifetime =
         i64::try_from(shared.control.access_token_lifetime().as_secs()).unwrap_or(i64::MAX);
@@ -512,8 +467,9 @@ fn mint_access_token(
     token.insert("iss".into(), issuer.clone().into());
     token.insert("iat".into(), iat.into());
     token.insert("nbf".into(), iat.into());
-    token.insert("exp".into(), iat.saturating_add(lifetime).into());
-    token.insert("aio".into(), util::random_b64url(48).into());
+    let exp = iat.saturating_add(lifetime);
+    token.insert("exp".into(), exp.into());
+    token.insert("aio".into(), util::random_b64url::<48>().into());
     token.insert("appid".into(), shared.config.client_id.clone().into());
     token.insert("appidacr".into(), "2".into());
     token.insert("idp".into(), issuer.into());
@@ -521,11 +477,11 @@ fn mint_access_token(
     token.insert("oid".into(), object_id.clone().into());
     token.insert(
         "rh".into(),
-        format!("1.{}.", util::random_b64url(40)).into(),
+        format!("1.{}.", util::random_b64url::<40>()).into(),
     );
     token.insert("sub".into(), object_id.clone().into());
     token.insert("tid".into(), tenant.into());
-    token.insert("uti".into(), util::random_b64url(16).into());
+    token.insert("uti".into(), util::random_b64url::<16>().into());
     token.insert("ver".into(), "1.0".into());
     if let Some(claims) = claims {
         if wants_cae(claims) {
@@ -533,7 +489,7 @@ fn mint_access_token(
         }
         token.insert("xms_claims_requested".into(), Value::Object(claims.clone()));
     }
-    shared.keys.sign(&token)
+    Ok((shared.keys.sign(&token)?, exp))
 }
 
 /// `GET /{tenant}/v2.0/.well-known/openid-configuration`.

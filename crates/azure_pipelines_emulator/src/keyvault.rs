@@ -5,13 +5,14 @@
 //! (`WWW-Authenticate: Bearer authorization="https://login.microsoftonline.com/{tenant}",
 //! resource="https://vault.azure.net"`), and one with an access token the emulator issued for
 //! `https://vault.azure.net` in the vault's tenant gets the secret set with
-//! [`Control::set_secret`](super::Control::set_secret).
+//! [`Control::set_secret`](crate::Control::set_secret).
 
 use hyper::Method;
 use hyper::header::{AUTHORIZATION, HOST, HeaderMap, HeaderName};
 use serde_json::{Map, Value, json};
 
-use super::server::{Resp, Shared, json_response, set_header};
+use crate::state::Shared;
+use crate::wire::{Resp, json_response, set_header};
 
 /// The resource (audience) of Key Vault access tokens in the public cloud.
 const RESOURCE: &str = "https://vault.azure.net";

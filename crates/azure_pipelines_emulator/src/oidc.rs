@@ -8,49 +8,15 @@ use hyper::header::{
 };
 use hyper::http::request::Parts;
 
-use super::server::{Resp, Shared, json_response, set_header, text_response};
-use super::util;
+use crate::state::Shared;
+use crate::util;
+use crate::wire::{Resp, json_response, query_value, set_header, text_response, vss_error_json};
 
 /// What Azure DevOps serves instead of a 401 when the caller's token is not
 /// accepted and `X-TFS-FedAuthRedirect: Suppress` is missing.
 pub(crate) const SIGN_IN_PAGE: &str = "<!DOCTYPE html>\r\n<html lang=\"en-US\">\r\n<head>\r\n<meta charset=\"utf-8\" />\r\n<title>Azure DevOps Services | Sign In</title>\r\n</head>\r\n<body>\r\n<div id=\"signin\">\r\n<h1>Sign in to Azure DevOps</h1>\r\n<p>You need to sign in to access this resource.</p>\r\n<a href=\"https://app.vssps.visualstudio.com/_signin?realm=dev.azure.com&amp;reply_to=https%3A%2F%2Fdev.azure.com%2F\">Sign in</a>\r\n</div>\r\n</body>\r\n</html>\r\n";
 
-/// The `{"$id":"1",...}` error body of Azure DevOps REST APIs.
-pub(crate) fn vss_error_json(type_key: &str, message: &str) -> String {
-    serde_json::json!({
-        "$id": "1",
-        "innerException": null,
-        "message": message,
-        "typeName": type_name(type_key),
-        "typeKey": type_key,
-        "errorCode": 0,
-        "eventId": 3000,
-    })
-    .to_string()
-}
-
-fn type_name(type_key: &str) -> String {
-    let (namespace, assembly) = match type_key {
-        "ServiceEndpointNotFoundException"
-        | "TaskOrchestrationPlanNotFoundException"
-        | "InvalidServiceConnectionReferenceException" => (
-            "Microsoft.TeamFoundation.DistributedTask.WebApi",
-            "Microsoft.TeamFoundation.DistributedTask.WebApi",
-        ),
-        "UnauthorizedRequestException" | "RequestBlockedException" => (
-            "Microsoft.TeamFoundation.Framework.Server",
-            "Microsoft.TeamFoundation.Framework.Server",
-        ),
-        "ArgumentNullException" | "ArgumentException" => ("System", "mscorlib"),
-        _ => (
-            "Microsoft.VisualStudio.Services.WebApi",
-            "Microsoft.VisualStudio.Services.WebApi",
-        ),
-    };
-    format!("{namespace}.{type_key}, {assembly}")
-}
-
-/// The body of an injected [`Fault::Status`](super::Fault::Status).
+/// The body of an injected [`Fault::Status`](crate::Fault::Status).
 pub(crate) fn status_fault_body(status: u16) -> String {
     let activity = util::guid();
     match status {
@@ -77,7 +43,7 @@ pub(crate) fn add_vss_headers(resp: &mut Resp) {
     let now = time::OffsetDateTime::now_utc();
     let edge_ref = format!(
         "Ref A: {} Ref B: EMU01EDGE0000 Ref C: {}",
-        util::random_hex_upper(16),
+        util::random_hex_upper::<16>(),
         util::rfc3339_seconds(now)
     );
     set_header(resp, HeaderName::from_static("x-vss-e2eid"), &e2eid);
@@ -123,13 +89,6 @@ fn authorized(shared: &Shared, parts: &Parts) -> bool {
     } else {
         false
     }
-}
-
-fn query_value(parts: &Parts, key: &str) -> Option<String> {
-    let query = parts.uri.query()?;
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
-        .map(|(_, v)| v.into_owned())
 }
 
 fn sign_in_page() -> Resp {
@@ -191,7 +150,7 @@ pub(crate) fn handle(shared: &Shared, parts: &Parts) -> Resp {
         set_header(&mut resp, WWW_AUTHENTICATE, "TFS-Federated");
         return resp;
     }
-    match query_value(parts, "api-version") {
+    match query_value(parts.uri.query(), "api-version") {
         None => {
             return json_response(
                 400,
@@ -214,7 +173,7 @@ pub(crate) fn handle(shared: &Shared, parts: &Parts) -> Resp {
             );
         }
     }
-    let connection = match query_value(parts, "serviceConnectionId") {
+    let connection = match query_value(parts.uri.query(), "serviceConnectionId") {
         Some(c) if !c.is_empty() => c,
         _ => {
             return json_response(

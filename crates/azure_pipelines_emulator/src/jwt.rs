@@ -1,21 +1,22 @@
-//! The emulator's signing key and its compact JWS encoding.
-//!
-//! The aws-lc-rs provider of `jsonwebtoken` is used explicitly rather than
-//! through its process-wide default, so the emulator works whatever another
-//! crate in the process installed.
+//! The emulator's signing key and its compact JWS encoding (ES256).
 
 use std::io;
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _,
+    UnparsedPublicKey,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::util;
+
 /// The claims of an OIDC token issued by the emulated Azure DevOps endpoint.
 ///
-/// [`Emulator::issue_oidc_token_with`](crate::emulator::Emulator::issue_oidc_token_with)
+/// [`Emulator::issue_oidc_token_with`](crate::Emulator::issue_oidc_token_with)
 /// hands these to a closure before signing, so tests can produce tokens that
 /// are expired or carry the wrong issuer, subject or audience.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,8 +52,8 @@ pub(crate) enum VerifyError {
 }
 
 pub(crate) struct Keys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    pair: EcdsaKeyPair,
+    rng: SystemRandom,
     kid: String,
     jwk_x: String,
     jwk_y: String,
@@ -60,14 +61,10 @@ pub(crate) struct Keys {
 
 impl Keys {
     pub(crate) fn generate() -> io::Result<Keys> {
-        let key = rcgen::KeyPair::generate().map_err(io::Error::other)?;
-        let encoding =
-            EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).map_err(io::Error::other)?;
-        let decoding =
-            DecodingKey::from_ec_pem(key.public_key_pem().as_bytes()).map_err(io::Error::other)?;
-        let raw = key.public_key_raw();
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .map_err(|_| io::Error::other("cannot generate the signing key"))?;
         // An uncompressed P-256 point: 0x04 || x (32 bytes) || y (32 bytes).
-        let (jwk_x, jwk_y) = match raw {
+        let (jwk_x, jwk_y) = match pair.public_key().as_ref() {
             [4, rest @ ..] if rest.len() == 64 => (
                 URL_SAFE_NO_PAD.encode(&rest[..32]),
                 URL_SAFE_NO_PAD.encode(&rest[32..]),
@@ -75,9 +72,9 @@ impl Keys {
             _ => return Err(io::Error::other("unexpected public key encoding")),
         };
         let keys = Keys {
-            encoding,
-            decoding,
-            kid: crate::emulator::util::random_b64url(20),
+            pair,
+            rng: SystemRandom::new(),
+            kid: util::random_b64url::<20>(),
             jwk_x,
             jwk_y,
         };
@@ -120,11 +117,10 @@ impl Keys {
         let mut token = URL_SAFE_NO_PAD.encode(header);
         token.push('.');
         token.push_str(&URL_SAFE_NO_PAD.encode(payload));
-        let signer = (DEFAULT_PROVIDER.signer_factory)(&Algorithm::ES256, &self.encoding)
-            .map_err(io::Error::other)?;
-        let signature = signer
-            .try_sign(token.as_bytes())
-            .map_err(io::Error::other)?;
+        let signature = self
+            .pair
+            .sign(&self.rng, token.as_bytes())
+            .map_err(|_| io::Error::other("cannot sign a JWT"))?;
         token.push('.');
         token.push_str(&URL_SAFE_NO_PAD.encode(signature));
         Ok(token)
@@ -144,9 +140,7 @@ impl Keys {
         let Some(dot) = token.rfind('.') else {
             return Err(VerifyError::Malformed);
         };
-        let verifier = (DEFAULT_PROVIDER.verifier_factory)(&Algorithm::ES256, &self.decoding)
-            .map_err(|_| VerifyError::BadSignature)?;
-        verifier
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.pair.public_key().as_ref())
             .verify(&token.as_bytes()[..dot], &signature)
             .map_err(|_| VerifyError::BadSignature)?;
         Ok(claims)
@@ -164,6 +158,17 @@ fn split(token: &str) -> Option<Parts<'_>> {
         return None;
     }
     Some((decode_part(h)?, decode_part(c)?, s))
+}
+
+/// The claims of a compact JWT, without checking its signature or anything else: what Entra
+/// reads to find the federated credential before it validates the token.
+pub(crate) fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
+    let mut parts = token.split('.');
+    let (_header, claims, _signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    decode_part(claims)
 }
 
 fn decode_part(part: &str) -> Option<Map<String, Value>> {
@@ -205,6 +210,24 @@ mod tests {
             keys.verify("a.b.c.d"),
             Err(VerifyError::Malformed)
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn unverified_claims_of_a_token() -> io::Result<()> {
+        let keys = Keys::generate()?;
+        let token = keys.sign(&serde_json::json!({"aud": "api://AzureADTokenExchange"}))?;
+        let claims = unverified_claims(&token).unwrap_or_default();
+        assert_eq!(
+            claims.get("aud"),
+            Some(&Value::from("api://AzureADTokenExchange"))
+        );
+        // The claims alone decide; the header and signature are not looked at.
+        let claims_part = token.split('.').nth(1).unwrap_or_default();
+        assert!(unverified_claims(&format!("x.{claims_part}.")).is_some());
+        for garbage in ["nope", "a.b.c", "....", "eyJhbGciOiJub25lIn0.eyJ9.x"] {
+            assert!(unverified_claims(garbage).is_none(), "{garbage}");
+        }
         Ok(())
     }
 

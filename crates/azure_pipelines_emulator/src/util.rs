@@ -1,12 +1,25 @@
-//! Small helpers shared by the emulator's endpoints.
+//! Randomness, identifiers and time formats: the primitives the rest of the crate builds on.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use time::OffsetDateTime;
 
+/// `N` bytes from the operating system's generator.
+///
+/// # Panics
+///
+/// If that generator fails, which it does not on any platform the emulator supports.
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0; N];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        panic!("the operating system's random number generator failed");
+    }
+    bytes
+}
+
 /// A random version-4 GUID in the lowercase hyphenated form Azure uses everywhere.
 pub(crate) fn guid() -> String {
-    let mut b: [u8; 16] = rand::random();
+    let mut b: [u8; 16] = random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     format!(
@@ -30,17 +43,21 @@ pub(crate) fn guid() -> String {
     )
 }
 
-/// `n` random bytes, base64url without padding.
-pub(crate) fn random_b64url(n: usize) -> String {
-    let bytes: Vec<u8> = (0..n).map(|_| rand::random::<u8>()).collect();
-    URL_SAFE_NO_PAD.encode(bytes)
+/// `N` random bytes, base64url without padding.
+pub(crate) fn random_b64url<const N: usize>() -> String {
+    URL_SAFE_NO_PAD.encode(random::<N>())
 }
 
-/// An upper-case hex string of `n` random bytes (the shape of `x-msedge-ref` parts).
-pub(crate) fn random_hex_upper(n: usize) -> String {
-    (0..n)
-        .map(|_| format!("{:02X}", rand::random::<u8>()))
-        .collect()
+/// An upper-case hex string of `N` random bytes (the shape of `x-msedge-ref` parts).
+pub(crate) fn random_hex_upper<const N: usize>() -> String {
+    random::<N>().iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// A uniformly distributed number in `[0, 1)`.
+pub(crate) fn random_unit() -> f64 {
+    // The top 53 bits fill an f64's mantissa exactly.
+    let bits = u64::from_le_bytes(random()) >> 11;
+    bits as f64 / (1u64 << 53) as f64
 }
 
 /// Compares secrets without an early exit, so response timing does not reveal
@@ -125,6 +142,17 @@ mod tests {
         assert!(is_guid(&g), "{g}");
         assert_eq!(&g[14..15], "4");
         assert_ne!(guid(), guid());
+    }
+
+    #[test]
+    fn random_shapes() {
+        assert_eq!(random_b64url::<32>().len(), 43);
+        assert_eq!(random_hex_upper::<16>().len(), 32);
+        assert_ne!(random_b64url::<16>(), random_b64url::<16>());
+        for _ in 0..100 {
+            let x = random_unit();
+            assert!((0.0..1.0).contains(&x), "{x}");
+        }
     }
 
     #[test]

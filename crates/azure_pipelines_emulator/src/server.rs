@@ -1,4 +1,4 @@
-//! Listeners, connections and request routing.
+//! Listeners, connections, routing, and what happens to a request before its endpoint sees it.
 
 use std::convert::Infallible;
 use std::io;
@@ -6,12 +6,11 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::RETRY_AFTER;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -19,87 +18,20 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use super::control::{Control, Endpoint, Fault};
-use super::jwt::{Keys, OidcClaims};
-use super::{EmulatorConfig, entra, keyvault, oidc, util};
+use crate::body::Body;
+use crate::control::{ConnectionFault, Endpoint, Fault};
+use crate::state::Shared;
+use crate::tls::TlsMaterial;
+use crate::wire::{
+    RequestIds, Resp, form_value, is_form, json_response, parse_form, response, set_header,
+    text_response, vss_error_json,
+};
+use crate::{entra, keyvault, managed_identity, oidc};
 
 /// Largest request body read; Entra's own limit is in the same range.
 const MAX_BODY: usize = 1 << 20;
 /// How much of an oversized body is read and thrown away before answering.
 const MAX_DRAIN: usize = 64 << 20;
-
-pub(crate) type Resp = Response<Body>;
-
-/// Identifiers fixed for the life of one emulator.
-pub(crate) struct Ids {
-    pub(crate) organization_id: String,
-    pub(crate) project_id: String,
-    pub(crate) plan_id: String,
-    pub(crate) job_id: String,
-    pub(crate) object_id: String,
-}
-
-/// Everything the request handlers need.
-pub(crate) struct Shared {
-    pub(crate) config: EmulatorConfig,
-    pub(crate) ids: Ids,
-    pub(crate) keys: Keys,
-    pub(crate) control: Control,
-    pub(crate) http_base: String,
-    pub(crate) https_base: String,
-}
-
-impl Shared {
-    pub(crate) fn base(&self, tls: bool) -> &str {
-        if tls {
-            &self.https_base
-        } else {
-            &self.http_base
-        }
-    }
-
-    pub(crate) fn oidc_issuer(&self) -> String {
-        format!("https://vstoken.dev.azure.com/{}", self.ids.organization_id)
-    }
-
-    pub(crate) fn oidc_subject(&self) -> String {
-        format!(
-            "sc://{}/{}/{}",
-            self.config.organization, self.config.project, self.config.service_connection_name
-        )
-    }
-
-    pub(crate) fn oidc_path(&self) -> String {
-        format!(
-            "/{}/{}/_apis/distributedtask/hubs/build/plans/{}/jobs/{}/oidctoken",
-            self.config.organization, self.ids.project_id, self.ids.plan_id, self.ids.job_id
-        )
-    }
-
-    pub(crate) fn default_oidc_claims(&self) -> OidcClaims {
-        let iat = self.control.now_unix();
-        let lifetime =
-            i64::try_from(self.control.oidc_token_lifetime().as_secs()).unwrap_or(i64::MAX);
-        OidcClaims {
-            iss: self.oidc_issuer(),
-            sub: self.oidc_subject(),
-            aud: super::OIDC_AUDIENCE.to_owned(),
-            iat,
-            nbf: iat,
-            exp: iat.saturating_add(lifetime),
-            jti: util::guid(),
-            extra: serde_json::Map::new(),
-        }
-    }
-
-    /// Whether `tenant` is one the application exists in.
-    pub(crate) fn known_tenant(&self, tenant: &str) -> Option<&str> {
-        std::iter::once(&self.config.tenant_id)
-            .chain(&self.config.additional_tenants)
-            .find(|t| t.eq_ignore_ascii_case(tenant))
-            .map(String::as_str)
-    }
-}
 
 /// Per-connection state handed to each request.
 #[derive(Clone)]
@@ -125,10 +57,14 @@ impl Listeners {
 
 pub(crate) fn spawn(
     listeners: Listeners,
-    tls: Arc<rustls::ServerConfig>,
+    tls: &TlsMaterial,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<()>,
 ) -> Vec<JoinHandle<()>> {
+    let acceptors = Acceptors {
+        trusted: TlsAcceptor::from(tls.server_config.clone()),
+        untrusted: TlsAcceptor::from(tls.untrusted_config.clone()),
+    };
     vec![
         tokio::spawn(accept_loop(
             listeners.http,
@@ -138,16 +74,24 @@ pub(crate) fn spawn(
         )),
         tokio::spawn(accept_loop(
             listeners.https,
-            Some(TlsAcceptor::from(tls)),
+            Some(acceptors),
             shared,
             shutdown,
         )),
     ]
 }
 
+/// The HTTPS listener's TLS: its own, and the impostor's for
+/// [`ConnectionFault::UntrustedCertificate`].
+#[derive(Clone)]
+struct Acceptors {
+    trusted: TlsAcceptor,
+    untrusted: TlsAcceptor,
+}
+
 async fn accept_loop(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Acceptors>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<()>,
 ) {
@@ -165,17 +109,27 @@ async fn accept_loop(
             _ = shutdown.changed() => return,
         };
         let _ = stream.set_nodelay(true);
+        let fault = shared.control.accept_connection(tls.is_some());
         let shared = shared.clone();
         let tls = tls.clone();
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
             let serve = async move {
-                match tls {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(stream) => serve_connection(stream, shared, true).await,
-                        Err(e) => tracing::debug!(error = %e, "emulator TLS handshake failed"),
-                    },
-                    None => serve_connection(stream, shared, false).await,
+                let Some(acceptors) = tls else {
+                    return serve_connection(stream, shared, false).await;
+                };
+                let acceptor = match fault {
+                    None => acceptors.trusted,
+                    Some(ConnectionFault::UntrustedCertificate) => acceptors.untrusted,
+                    Some(ConnectionFault::StallHandshake) => {
+                        // Holds the stream, unread, until the client or the emulator gives up.
+                        let _held = stream;
+                        return std::future::pending().await;
+                    }
+                };
+                match acceptor.accept(stream).await {
+                    Ok(stream) => serve_connection(stream, shared, true).await,
+                    Err(e) => tracing::debug!(error = %e, "emulator TLS handshake failed"),
                 }
             };
             tokio::select! {
@@ -220,6 +174,8 @@ enum Route {
     OpenIdConfiguration(String),
     Jwks(String),
     InstanceDiscovery,
+    /// App Service's `GET /msi/token`.
+    ManagedIdentity,
     /// Key Vault's `GET /secrets/{name}[/{version}]`.
     KeyVaultSecret {
         name: String,
@@ -270,6 +226,9 @@ fn route(shared: &Shared, path: &str) -> Route {
         }
         [tenant, "discovery", "v2.0", "keys"] => Route::Jwks((*tenant).to_owned()),
         ["common", "discovery", "instance"] => Route::InstanceDiscovery,
+        [msi, token] | [msi, token, ""] if eq(msi, "msi") && eq(token, "token") => {
+            Route::ManagedIdentity
+        }
         // SecretClient asks for the latest version as `/secrets/{name}/` (empty version).
         ["secrets", name] | ["secrets", name, ""] if !name.is_empty() => Route::KeyVaultSecret {
             name: (*name).to_owned(),
@@ -290,20 +249,18 @@ async fn handle(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Resp 
         Route::Oidc => {
             let body = read_body(body).await;
             shared.control.record_oidc_request();
-            let mut resp = match before_answer(shared, ctx, Endpoint::Oidc, None).await {
-                Some(resp) => resp,
-                None => match body {
-                    Ok(_) => oidc::handle(shared, &parts),
-                    Err(resp) => resp,
-                },
-            };
+            let mut resp = serve_endpoint(shared, ctx, Endpoint::Oidc, None, || match body {
+                Ok(_) => oidc::handle(shared, &parts),
+                Err(resp) => resp,
+            })
+            .await;
             oidc::add_vss_headers(&mut resp);
             resp
         }
         Route::OidcNotFound => {
             let mut resp = json_response(
                 404,
-                oidc::vss_error_json(
+                vss_error_json(
                     "TaskOrchestrationPlanNotFoundException",
                     "The requested plan or job could not be found. Check that SYSTEM_OIDCREQUESTURI is the one of this job.",
                 ),
@@ -312,7 +269,7 @@ async fn handle(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Resp 
             resp
         }
         Route::Token(tenant) => {
-            let ids = entra::RequestIds::new(
+            let ids = RequestIds::new(
                 parts
                     .headers
                     .get("client-request-id")
@@ -325,13 +282,12 @@ async fn handle(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Resp 
             };
             let scope = form_value(&form, "scope");
             shared.control.record_token_request(&tenant, scope);
-            let mut resp = match before_answer(shared, ctx, Endpoint::Token, Some(&ids)).await {
-                Some(resp) => resp,
-                None => match body {
+            let mut resp =
+                serve_endpoint(shared, ctx, Endpoint::Token, Some(&ids), || match body {
                     Ok(_) => entra::handle_token(shared, &parts.method, &tenant, &form, &ids),
                     Err(resp) => resp,
-                },
-            };
+                })
+                .await;
             entra::add_entra_headers(&mut resp, &ids);
             resp
         }
@@ -340,6 +296,15 @@ async fn handle(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Resp 
         }
         Route::Jwks(tenant) => entra::jwks(shared, &parts.method, &tenant),
         Route::InstanceDiscovery => entra::instance_discovery(&parts.method, shared.base(ctx.tls)),
+        Route::ManagedIdentity => {
+            // Drained so that the connection stays usable; a GET has no use for it.
+            let _ = read_body(body).await;
+            shared.control.record_managed_identity_request();
+            serve_endpoint(shared, ctx, Endpoint::ManagedIdentity, None, || {
+                managed_identity::handle(shared, &parts.method, &parts.headers, parts.uri.query())
+            })
+            .await
+        }
         Route::KeyVaultSecret { name, version } => {
             // Drained so that the connection stays usable; the body itself is not used.
             let _ = read_body(body).await;
@@ -356,28 +321,43 @@ async fn handle(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Resp 
     }
 }
 
-/// Hold, latency and injected faults: what happens to every request that
-/// reached an endpoint before the endpoint itself looks at it.
-async fn before_answer(
+/// Hold, latency and injected faults: what happens to every request that reached an endpoint
+/// before the endpoint itself looks at it. `answer` is the endpoint's own answer, asked for only
+/// when no fault replaces it.
+async fn serve_endpoint(
     shared: &Shared,
     ctx: &ConnCtx,
     endpoint: Endpoint,
-    ids: Option<&entra::RequestIds>,
-) -> Option<Resp> {
+    ids: Option<&RequestIds>,
+    answer: impl FnOnce() -> Resp,
+) -> Resp {
     shared.control.wait_hold(endpoint).await;
     let latency = shared.control.latency(endpoint);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let fault = shared.control.take_fault(endpoint)?;
-    Some(fault_response(ctx, endpoint, fault, ids).await)
+    match shared.control.take_fault(endpoint) {
+        None => answer(),
+        Some(fault) => fault_response(ctx, endpoint, fault, ids, answer).await,
+    }
 }
 
+/// `resp` with its body sent the way `how` says.
+fn reshape(resp: Resp, how: impl FnOnce(Bytes) -> Body) -> Resp {
+    let (parts, body) = resp.into_parts();
+    match body.bytes() {
+        Some(bytes) => Response::from_parts(parts, how(bytes)),
+        None => Response::from_parts(parts, body),
+    }
+}
+
+/// The response under `fault`; `answer` is the endpoint's own, for the faults that spoil it.
 async fn fault_response(
     ctx: &ConnCtx,
     endpoint: Endpoint,
     fault: Fault,
-    ids: Option<&entra::RequestIds>,
+    ids: Option<&RequestIds>,
+    answer: impl FnOnce() -> Resp,
 ) -> Resp {
     match fault {
         Fault::Status {
@@ -387,6 +367,7 @@ async fn fault_response(
             let body = match endpoint {
                 Endpoint::Oidc => oidc::status_fault_body(status),
                 Endpoint::Token => entra::status_fault_body(status, ids),
+                Endpoint::ManagedIdentity => managed_identity::status_fault_body(status),
             };
             let mut resp = json_response(status, body);
             if let Some(secs) = retry_after {
@@ -406,6 +387,7 @@ async fn fault_response(
                 Endpoint::Token => {
                     "{\"token_type\":\"Bearer\",\"expires_in\":3599,\"ext_expires_in\":3599,\"access_token\":\"eyJ0eXAiOiJKV1Qi"
                 }
+                Endpoint::ManagedIdentity => "{\"access_token\":\"eyJ0eXAiOiJKV1Qi",
             };
             json_response(200, body.to_owned())
         }
@@ -414,14 +396,16 @@ async fn fault_response(
             status,
             content_type,
             body,
-        } => {
-            let mut resp = Response::new(Body::from(body));
-            *resp.status_mut() = status_code(status);
-            let value = HeaderValue::from_str(&content_type)
-                .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-            resp.headers_mut().insert(CONTENT_TYPE, value);
-            resp
+        } => response(status, &content_type, Body::full(body)),
+        Fault::HugeBody { bytes } => response(
+            200,
+            "application/json; charset=utf-8",
+            Body::huge_json(bytes),
+        ),
+        Fault::Trickle { chunk, interval } => {
+            reshape(answer(), |bytes| Body::trickle(bytes, chunk, interval))
         }
+        Fault::TruncatedBody => reshape(answer(), Body::truncated),
     }
 }
 
@@ -459,53 +443,4 @@ async fn read_body(mut body: Incoming) -> Result<Bytes, Resp> {
         ));
     }
     Ok(Bytes::from(buf))
-}
-
-fn is_form(headers: &hyper::HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
-}
-
-fn parse_form(body: &[u8]) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(body).into_owned().collect()
-}
-
-/// The first non-empty value of `key`; Entra treats an empty value as missing.
-pub(crate) fn form_value<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    form.iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
-}
-
-pub(crate) fn status_code(status: u16) -> StatusCode {
-    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-}
-
-pub(crate) fn set_header(resp: &mut Resp, name: HeaderName, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        resp.headers_mut().append(name, value);
-    }
-}
-
-pub(crate) fn text_response(
-    status: u16,
-    content_type: &'static str,
-    body: impl Into<Body>,
-) -> Resp {
-    let mut resp = Response::new(body.into());
-    *resp.status_mut() = status_code(status);
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
-}
-
-pub(crate) fn json_response(status: u16, body: String) -> Resp {
-    text_response(status, "application/json; charset=utf-8", body)
 }

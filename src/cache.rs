@@ -1,8 +1,9 @@
 //! The access-token cache.
 //!
 //! - Hits take no lock and write no shared memory: one `arc-swap` load of the table (which
-//!   holds the tokens), one clock read, and the token clone that `AccessToken` requires. Keys
-//!   are looked up borrowed (scopes, tenant, CAE), so a hit allocates no key.
+//!   holds the tokens), one clock read compared as a plain number, and the token clone that
+//!   `AccessToken` requires. A hit looks its key up borrowed (the call's [`Request`]), so it
+//!   allocates no key.
 //! - Each token has a refresh time (Entra's `refresh_in`, half-life for long tokens, else a
 //!   window before expiry wide enough for azure_core's 5-minute bearer policy; minus a little
 //!   jitter) and a stop time shortly before expiry. Between the two, callers get the cached token
@@ -12,13 +13,19 @@
 //!   on each other.
 //! - At most `capacity` keys: a new key evicts expired entries first, then the soonest to expire.
 
-use crate::{AccessTokenInfo, clock::Clock, single_flight::SingleFlight};
+use crate::{
+    AccessTokenInfo,
+    clock::{self, Clock, Millis},
+    error::Failure,
+    flight::SingleFlight,
+    request::{Key, Request},
+};
 use arc_swap::ArcSwap;
 use azure_core::credentials::AccessToken;
 use hashbrown::{Equivalent, HashMap};
 use std::{
     future::Future,
-    hash::{BuildHasher, Hash, Hasher, RandomState},
+    hash::{BuildHasher, RandomState},
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, AtomicI64, Ordering},
@@ -30,124 +37,82 @@ use time::{Duration, OffsetDateTime};
 pub(crate) const REFRESH_BACKOFF: Duration = Duration::seconds(30);
 /// Refreshing starts at least this long before expiry, so that azure_core's bearer policy (which
 /// asks again with 5 minutes left) receives a new token rather than the old one.
-const REFRESH_WINDOW: Duration = Duration::minutes(6);
+pub(crate) const REFRESH_WINDOW: Duration = Duration::minutes(6);
+/// The most the jitter moves a refresh earlier.
+pub(crate) const MAX_JITTER: Duration = Duration::seconds(60);
 /// A token is not handed out in its last moments: callers wait for a new one instead.
 const STOP_MARGIN: Duration = Duration::seconds(30);
-const MAX_JITTER: Duration = Duration::seconds(60);
 pub(crate) const DEFAULT_CAPACITY: usize = 256;
-
-/// A cache key, borrowed: what a lookup needs without allocating.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct KeyRef<'a> {
-    pub(crate) scopes: &'a [&'a str],
-    pub(crate) tenant: &'a str,
-    pub(crate) cae: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Key {
-    scopes: Box<[Box<str>]>,
-    tenant: Box<str>,
-    cae: bool,
-}
-
-// `Key` and `KeyRef` must hash identically: the same fields, in the same order.
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_usize(self.scopes.len());
-        self.scopes.iter().for_each(|s| s.as_ref().hash(state));
-        self.tenant.as_ref().hash(state);
-        self.cae.hash(state);
-    }
-}
-
-impl Hash for KeyRef<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_usize(self.scopes.len());
-        self.scopes.iter().for_each(|s| s.hash(state));
-        self.tenant.hash(state);
-        self.cae.hash(state);
-    }
-}
-
-impl Equivalent<Key> for KeyRef<'_> {
-    fn equivalent(&self, key: &Key) -> bool {
-        self.cae == key.cae
-            && *self.tenant == *key.tenant
-            && self.scopes.len() == key.scopes.len()
-            && self
-                .scopes
-                .iter()
-                .zip(key.scopes.iter())
-                .all(|(a, b)| *a == b.as_ref())
-    }
-}
-
-impl KeyRef<'_> {
-    fn to_owned_key(self) -> Key {
-        Key {
-            scopes: self.scopes.iter().map(|s| Box::from(*s)).collect(),
-            tenant: self.tenant.into(),
-            cae: self.cae,
-        }
-    }
-}
 
 /// A cached token and when to stop trusting it.
 #[derive(Debug)]
 pub(crate) struct Cached {
-    pub(crate) info: AccessTokenInfo,
     pub(crate) access: AccessToken,
-    refresh_at: OffsetDateTime,
-    stop_at: OffsetDateTime,
+    refresh_on: Option<OffsetDateTime>,
+    token_type: String,
+    refresh_at: Millis,
+    stop_at: Millis,
 }
 
 impl Cached {
-    pub(crate) fn new(info: AccessTokenInfo, now: OffsetDateTime, jitter: f64) -> Self {
-        let (refresh_at, stop_at) = schedule(&info, now, jitter);
+    fn new(info: AccessTokenInfo, now: Millis, jitter: f64) -> Self {
+        let (refresh_at, stop_at) = schedule(
+            clock::to_millis(info.expires_on),
+            info.refresh_on.map(clock::to_millis),
+            now,
+            jitter,
+        );
         Self {
-            access: AccessToken::new(info.token.clone(), info.expires_on),
-            info,
+            access: AccessToken::new(info.token, info.expires_on),
+            refresh_on: info.refresh_on,
+            token_type: info.token_type,
             refresh_at,
             stop_at,
         }
     }
+
+    /// The token with its timing, as `get_token_info` returns it.
+    pub(crate) fn info(&self) -> AccessTokenInfo {
+        AccessTokenInfo {
+            token: self.access.token.clone(),
+            expires_on: self.access.expires_on,
+            refresh_on: self.refresh_on,
+            token_type: self.token_type.clone(),
+        }
+    }
 }
 
-/// When to start refreshing `info` and when to stop handing it out.
+fn millis(d: Duration) -> Millis {
+    i64::try_from(d.whole_milliseconds()).unwrap_or(i64::MAX)
+}
+
+/// When to start refreshing a token that expires at `expires_at` (and that Entra suggests to
+/// refresh at `refresh_on`), and when to stop handing it out, seen at `now`.
 ///
 /// `jitter` in `[0, 1)` moves the refresh earlier by up to a tenth of the time left before it
-/// (at most a minute), so fleets of jobs started together do not refresh together.
+/// (at most [`MAX_JITTER`]), so fleets of jobs started together do not refresh together.
 pub(crate) fn schedule(
-    info: &AccessTokenInfo,
-    now: OffsetDateTime,
+    expires_at: Millis,
+    refresh_on: Option<Millis>,
+    now: Millis,
     jitter: f64,
-) -> (OffsetDateTime, OffsetDateTime) {
-    let lifetime = info.expires_on - now;
-    if lifetime <= Duration::ZERO {
-        return (info.expires_on, info.expires_on);
+) -> (Millis, Millis) {
+    let lifetime = expires_at.saturating_sub(now);
+    if lifetime <= 0 {
+        return (expires_at, expires_at);
     }
-    let stop_at = info.expires_on - STOP_MARGIN.min(lifetime / 10);
-    let latest = info.expires_on - REFRESH_WINDOW.min(lifetime / 2);
-    let base = info.refresh_on.map_or(latest, |r| r.min(latest)).max(now);
-    let jitter = MAX_JITTER.min((base - now) / 10) * jitter.clamp(0.0, 1.0);
-    (base - jitter, stop_at)
+    let stop_at = expires_at - millis(STOP_MARGIN).min(lifetime / 10);
+    let latest = expires_at - millis(REFRESH_WINDOW).min(lifetime / 2);
+    let base = refresh_on.map_or(latest, |r| r.min(latest)).max(now);
+    let spread = millis(MAX_JITTER).min((base - now) / 10) as f64;
+    (base - (spread * jitter.clamp(0.0, 1.0)) as Millis, stop_at)
 }
 
 /// What a key needs besides its token: its request in flight and its backoff.
 struct Slot {
     flight: SingleFlight<Arc<Cached>>,
-    /// Unix milliseconds before which no background refresh starts (after a failure).
+    /// No background refresh starts before this time (after a failure).
     backoff_until: AtomicI64,
-}
-
-impl Slot {
-    fn new() -> Self {
-        Self {
-            flight: SingleFlight::default(),
-            backoff_until: AtomicI64::new(i64::MIN),
-        }
-    }
 }
 
 /// One key's entry. The token lives in the table itself, so a hit is a single `arc-swap` load.
@@ -159,9 +124,18 @@ struct Entry {
 
 type Slots = HashMap<Arc<Key>, Entry>;
 
-impl Equivalent<Arc<Key>> for KeyRef<'_> {
+/// Lets a borrowed request find its entry, whose key sits behind an `Arc`.
+struct Probe<'a, 'b>(&'a Request<'b>);
+
+impl std::hash::Hash for Probe<'_, '_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state)
+    }
+}
+
+impl Equivalent<Arc<Key>> for Probe<'_, '_> {
     fn equivalent(&self, key: &Arc<Key>) -> bool {
-        Equivalent::<Key>::equivalent(self, key)
+        Equivalent::<Key>::equivalent(self.0, key)
     }
 }
 
@@ -197,13 +171,26 @@ impl Table {
 pub(crate) enum Lookup<R> {
     /// A token to hand out now.
     Hit(R),
+    /// A token to hand out now, due for refresh: this lookup started the refresh.
+    Refreshing(R),
     /// No usable token: wait for one.
     Miss,
 }
 
+/// How [`TokenCache::wait`] got its token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Served {
+    /// A token another caller stored meanwhile.
+    Cached,
+    /// This caller started the request.
+    Started,
+    /// This caller joined a request in flight.
+    Joined,
+}
+
 pub(crate) struct TokenCache {
     table: Arc<Table>,
-    clock: Arc<dyn Clock>,
+    clock: Clock,
     capacity: usize,
     closed: AtomicBool,
     jitter: RandomState,
@@ -219,7 +206,7 @@ impl std::fmt::Debug for TokenCache {
 }
 
 impl TokenCache {
-    pub(crate) fn new(clock: Arc<dyn Clock>, capacity: usize) -> Self {
+    pub(crate) fn new(clock: Clock, capacity: usize) -> Self {
         Self {
             table: Arc::new(Table {
                 slots: ArcSwap::from_pointee(Slots::default()),
@@ -232,23 +219,23 @@ impl TokenCache {
         }
     }
 
-    /// The cached token for `key`, projected by `project`, if one may be handed out now.
+    /// The cached token for `request`, projected by `project`, if one may be handed out now.
     ///
     /// In the refresh window this also starts the background refresh with `fetch`.
     #[inline]
-    pub(crate) fn lookup<R, F, Fut>(
+    pub(crate) fn lookup<R, W, F>(
         &self,
-        key: KeyRef<'_>,
+        request: &Request<'_>,
         project: impl FnOnce(&Cached) -> R,
-        fetch: F,
+        fetch: W,
     ) -> Lookup<R>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = azure_core::Result<AccessTokenInfo>> + Send + 'static,
+        W: Fn(Arc<Key>) -> F + Send,
+        F: Future<Output = Result<AccessTokenInfo, Arc<Failure>>> + Send + 'static,
     {
-        let now = self.clock.now();
+        let now = self.clock.now_millis();
         let slots = self.table.slots.load();
-        let Some((owned, entry)) = slots.get_key_value(&key) else {
+        let Some((key, entry)) = slots.get_key_value(&Probe(request)) else {
             return Lookup::Miss;
         };
         let Some(token) = entry.token.as_deref() else {
@@ -258,61 +245,86 @@ impl TokenCache {
             return Lookup::Hit(project(token));
         }
         if now < token.stop_at {
-            self.refresh_in_background(owned, &entry.slot, now, fetch);
-            return Lookup::Hit(project(token));
+            let value = project(token);
+            return if self.refresh_in_background(key, &entry.slot, now, fetch) {
+                Lookup::Refreshing(value)
+            } else {
+                Lookup::Hit(value)
+            };
         }
         Lookup::Miss
     }
 
+    /// The cached token for `request`, projected, if one may be handed out now; starts nothing.
+    pub(crate) fn peek<R>(
+        &self,
+        request: &Request<'_>,
+        project: impl FnOnce(&Cached) -> R,
+    ) -> Option<R> {
+        let now = self.clock.now_millis();
+        let slots = self.table.slots.load();
+        let token = slots.get(&Probe(request))?.token.as_deref()?;
+        (now < token.stop_at).then(|| project(token))
+    }
+
+    /// Starts the refresh of `key` unless one runs, is backing off, or the cache is closed.
     #[cold]
-    fn refresh_in_background<F, Fut>(
+    fn refresh_in_background<W, F>(
         &self,
         key: &Arc<Key>,
         slot: &Arc<Slot>,
-        now: OffsetDateTime,
-        fetch: F,
-    ) where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = azure_core::Result<AccessTokenInfo>> + Send + 'static,
+        now: Millis,
+        fetch: W,
+    ) -> bool
+    where
+        W: Fn(Arc<Key>) -> F + Send,
+        F: Future<Output = Result<AccessTokenInfo, Arc<Failure>>> + Send + 'static,
     {
         if self.closed.load(Ordering::Acquire)
             || slot.flight.in_flight()
-            || unix_millis(now) < slot.backoff_until.load(Ordering::Acquire)
+            || now < slot.backoff_until.load(Ordering::Acquire)
         {
-            return;
+            return false;
         }
-        tracing::debug!(target: "azure_pipelines_credential", "token cache: refreshing in the background");
-        drop(
-            slot.flight
-                .join(self.work(key.clone(), slot.clone(), fetch)),
-        );
+        slot.flight.join(self.work(key, slot, fetch)).0
     }
 
-    /// Waits for a token for `key`: joins the request in flight for it, or starts one.
-    pub(crate) async fn wait<F, Fut>(
+    /// Waits for a token for `request`: joins the request in flight for its key, or starts one.
+    pub(crate) async fn wait<W, F>(
         &self,
-        key: KeyRef<'_>,
-        fetch: F,
-    ) -> azure_core::Result<Arc<Cached>>
+        request: &Request<'_>,
+        fetch: W,
+    ) -> (Served, Result<Arc<Cached>, Arc<Failure>>)
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = azure_core::Result<AccessTokenInfo>> + Send + 'static,
+        W: Fn(Arc<Key>) -> F + Send,
+        F: Future<Output = Result<AccessTokenInfo, Arc<Failure>>> + Send + 'static,
     {
-        let (key, slot) = self.entry(key);
+        let (key, slot) = self.entry(request);
         if let Some(token) = self.table.token(&key)
-            && self.clock.now() < token.stop_at
+            && self.clock.now_millis() < token.stop_at
         {
-            return Ok(token);
+            return (Served::Cached, Ok(token));
         }
-        tracing::debug!(target: "azure_pipelines_credential", "token cache: miss");
-        slot.flight.join(self.work(key, slot.clone(), fetch)).await
+        let (started, outcome) = slot.flight.join(self.work(&key, &slot, fetch));
+        let served = if started {
+            Served::Started
+        } else {
+            Served::Joined
+        };
+        (served, outcome.await)
     }
 
-    /// Stores a token acquired outside the cache (a request with claims) for `key`.
-    pub(crate) fn store(&self, key: KeyRef<'_>, info: AccessTokenInfo) -> Arc<Cached> {
-        let cached = Arc::new(Cached::new(info, self.clock.now(), self.jitter_unit()));
-        let (key, _) = self.entry(key);
-        self.table.set_token(&key, cached.clone());
+    /// The key of `request`'s entry, created when missing: for a request acquired outside the
+    /// cache (one with claims), whose token [`store`](Self::store) then keeps.
+    pub(crate) fn key(&self, request: &Request<'_>) -> Arc<Key> {
+        self.entry(request).0
+    }
+
+    /// Keeps `info`, acquired outside the cache, as the token of `key`.
+    pub(crate) fn store(&self, key: &Arc<Key>, info: AccessTokenInfo) -> Arc<Cached> {
+        let now = self.clock.now_millis();
+        let cached = Arc::new(Cached::new(info, now, self.jitter_unit(now)));
+        self.table.set_token(key, cached.clone());
         cached
     }
 
@@ -320,55 +332,59 @@ impl TokenCache {
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         for entry in self.table.slots.load().values() {
-            entry.slot.flight.abort();
+            entry.slot.flight.close();
         }
     }
 
-    fn work<F, Fut>(
+    /// The work of one acquisition for `key`: fetch, then keep the token or record the backoff.
+    fn work<W, F>(
         &self,
-        key: Arc<Key>,
-        slot: Arc<Slot>,
-        fetch: F,
-    ) -> impl FnOnce() -> std::pin::Pin<
-        Box<dyn Future<Output = azure_core::Result<Arc<Cached>>> + Send>,
-    > + use<F, Fut>
+        key: &Arc<Key>,
+        slot: &Arc<Slot>,
+        fetch: W,
+    ) -> impl Fn()
+        -> std::pin::Pin<Box<dyn Future<Output = Result<Arc<Cached>, Arc<Failure>>> + Send>>
+    + Send
+    + use<W, F>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = azure_core::Result<AccessTokenInfo>> + Send + 'static,
+        W: Fn(Arc<Key>) -> F + Send,
+        F: Future<Output = Result<AccessTokenInfo, Arc<Failure>>> + Send + 'static,
     {
-        let clock = self.clock.clone();
-        let table = self.table.clone();
-        let jitter = self.jitter_unit();
+        let (key, slot) = (key.clone(), slot.clone());
+        let (clock, table) = (self.clock.clone(), self.table.clone());
+        let jitter = self.jitter_unit(clock.now_millis());
         move || {
-            let fetching = fetch();
+            let fetching = fetch(key.clone());
+            let (key, slot, clock, table) =
+                (key.clone(), slot.clone(), clock.clone(), table.clone());
             Box::pin(async move {
                 match fetching.await {
                     Ok(info) => {
-                        let cached = Arc::new(Cached::new(info, clock.now(), jitter));
+                        let cached = Arc::new(Cached::new(info, clock.now_millis(), jitter));
                         table.set_token(&key, cached.clone());
                         Ok(cached)
                     }
-                    Err(error) => {
-                        let now = clock.now();
+                    Err(failure) => {
+                        let now = clock.now_millis();
                         slot.backoff_until
-                            .store(unix_millis(now + REFRESH_BACKOFF), Ordering::Release);
+                            .store(now + millis(REFRESH_BACKOFF), Ordering::Release);
                         if table.token(&key).is_some_and(|t| now < t.stop_at) {
                             tracing::warn!(
                                 target: "azure_pipelines_credential",
-                                "token refresh failed; the cached token is still valid and stays in use; next attempt in {} s: {error}",
+                                "token refresh failed; the cached token is still valid and stays in use; next attempt in {} s: {failure}",
                                 REFRESH_BACKOFF.whole_seconds()
                             );
                         }
-                        Err(error)
+                        Err(failure)
                     }
                 }
             })
         }
     }
 
-    /// The entry for `key`, created (evicting if the table is full) when missing.
-    fn entry(&self, key: KeyRef<'_>) -> (Arc<Key>, Arc<Slot>) {
-        if let Some((k, entry)) = self.table.slots.load().get_key_value(&key) {
+    /// The entry for `request`, created (evicting if the table is full) when missing.
+    fn entry(&self, request: &Request<'_>) -> (Arc<Key>, Arc<Slot>) {
+        if let Some((k, entry)) = self.table.slots.load().get_key_value(&Probe(request)) {
             return (k.clone(), entry.slot.clone());
         }
         let _writer = self
@@ -377,24 +393,30 @@ impl TokenCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let current = self.table.slots.load_full();
-        if let Some((k, entry)) = current.get_key_value(&key) {
+        if let Some((k, entry)) = current.get_key_value(&Probe(request)) {
             return (k.clone(), entry.slot.clone());
         }
         let mut next: Slots = (*current).clone();
         if next.len() >= self.capacity {
-            evict(&mut next, self.capacity - 1, unix_millis(self.clock.now()));
+            evict(&mut next, self.capacity - 1, self.clock.now_millis());
         }
-        let owned = Arc::new(key.to_owned_key());
-        let slot = Arc::new(Slot::new());
+        let key = Arc::new(request.to_key());
+        let slot = Arc::new(Slot {
+            flight: SingleFlight::default(),
+            backoff_until: AtomicI64::new(i64::MIN),
+        });
+        if self.closed.load(Ordering::Acquire) {
+            slot.flight.close();
+        }
         next.insert(
-            owned.clone(),
+            key.clone(),
             Entry {
                 slot: slot.clone(),
                 token: None,
             },
         );
         self.table.slots.store(Arc::new(next));
-        (owned, slot)
+        (key, slot)
     }
 
     #[cfg(test)]
@@ -403,36 +425,32 @@ impl TokenCache {
     }
 
     #[cfg(test)]
-    fn in_flight(&self, key: KeyRef<'_>) -> bool {
+    fn in_flight(&self, request: &Request<'_>) -> bool {
         self.table
             .slots
             .load()
-            .get(&key)
+            .get(&Probe(request))
             .is_some_and(|e| e.slot.flight.in_flight())
     }
 
-    fn jitter_unit(&self) -> f64 {
-        (self.jitter.hash_one(unix_millis(self.clock.now())) >> 11) as f64 / (1u64 << 53) as f64
+    /// A number in `[0, 1)` that differs between processes and moments.
+    fn jitter_unit(&self, now: Millis) -> f64 {
+        (self.jitter.hash_one(now) >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
 /// Shrinks `slots` to `keep` entries: expired or empty ones first, then the soonest to expire.
 /// Entries with a request in flight are kept.
-fn evict(slots: &mut Slots, keep: usize, now_millis: i64) {
-    let stop_millis = |entry: &Entry| {
-        entry
-            .token
-            .as_ref()
-            .map_or(i64::MIN, |t| unix_millis(t.stop_at))
-    };
-    slots.retain(|_, e| e.slot.flight.in_flight() || stop_millis(e) > now_millis);
+fn evict(slots: &mut Slots, keep: usize, now: Millis) {
+    let stop_at = |entry: &Entry| entry.token.as_ref().map_or(i64::MIN, |t| t.stop_at);
+    slots.retain(|_, e| e.slot.flight.in_flight() || stop_at(e) > now);
     if slots.len() <= keep {
         return;
     }
-    let mut by_expiry: Vec<(i64, Arc<Key>)> = slots
+    let mut by_expiry: Vec<(Millis, Arc<Key>)> = slots
         .iter()
         .filter(|(_, e)| !e.slot.flight.in_flight())
-        .map(|(k, e)| (stop_millis(e), k.clone()))
+        .map(|(k, e)| (stop_at(e), k.clone()))
         .collect();
     by_expiry.sort_unstable_by_key(|(stop, _)| *stop);
     let excess = slots.len() - keep;
@@ -441,29 +459,16 @@ fn evict(slots: &mut Slots, keep: usize, now_millis: i64) {
     }
 }
 
-fn unix_millis(at: OffsetDateTime) -> i64 {
-    i64::try_from((at - OffsetDateTime::UNIX_EPOCH).whole_milliseconds()).unwrap_or(i64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::error::Section;
     use azure_core::credentials::Secret;
     use std::sync::atomic::AtomicUsize;
     use tokio::sync::Semaphore;
 
     fn at(s: i64) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(1_700_000_000 + s).unwrap()
-    }
-
-    fn info(expires_in: i64, refresh_in: Option<i64>) -> AccessTokenInfo {
-        AccessTokenInfo {
-            token: Secret::new("t"),
-            expires_on: at(expires_in),
-            refresh_on: refresh_in.map(at),
-            token_type: "Bearer".into(),
-        }
     }
 
     #[test]
@@ -490,104 +495,12 @@ mod tests {
             (-5, None, 0.0, -5, -5),
         ];
         for (expires_in, refresh_in, jitter, refresh_at, stop_at) in cases {
-            let (r, s) = schedule(&info(*expires_in, *refresh_in), at(0), *jitter);
+            let (r, s) = schedule(expires_in * 1000, refresh_in.map(|r| r * 1000), 0, *jitter);
             assert_eq!(
-                ((r - at(0)).whole_seconds(), (s - at(0)).whole_seconds()),
+                (r / 1000, s / 1000),
                 (*refresh_at, *stop_at),
                 "expires_in={expires_in} refresh_in={refresh_in:?} jitter={jitter}"
             );
-        }
-    }
-
-    #[test]
-    fn borrowed_and_owned_keys_agree() {
-        let state = RandomState::new();
-        let cases = [
-            (
-                KeyRef {
-                    scopes: &["a"],
-                    tenant: "t",
-                    cae: false,
-                },
-                KeyRef {
-                    scopes: &["a"],
-                    tenant: "t",
-                    cae: false,
-                },
-                true,
-            ),
-            (
-                KeyRef {
-                    scopes: &["a", "b"],
-                    tenant: "t",
-                    cae: false,
-                },
-                KeyRef {
-                    scopes: &["a", "b"],
-                    tenant: "t",
-                    cae: false,
-                },
-                true,
-            ),
-            (
-                KeyRef {
-                    scopes: &["a"],
-                    tenant: "t",
-                    cae: false,
-                },
-                KeyRef {
-                    scopes: &["a"],
-                    tenant: "t",
-                    cae: true,
-                },
-                false,
-            ),
-            (
-                KeyRef {
-                    scopes: &["a"],
-                    tenant: "t",
-                    cae: false,
-                },
-                KeyRef {
-                    scopes: &["a"],
-                    tenant: "u",
-                    cae: false,
-                },
-                false,
-            ),
-            (
-                KeyRef {
-                    scopes: &["ab"],
-                    tenant: "t",
-                    cae: false,
-                },
-                KeyRef {
-                    scopes: &["a", "b"],
-                    tenant: "t",
-                    cae: false,
-                },
-                false,
-            ),
-            (
-                KeyRef {
-                    scopes: &["a", "b"],
-                    tenant: "t",
-                    cae: false,
-                },
-                KeyRef {
-                    scopes: &["b", "a"],
-                    tenant: "t",
-                    cae: false,
-                },
-                false,
-            ),
-        ];
-        for (probe, stored, equal) in cases {
-            let owned = stored.to_owned_key();
-            assert_eq!(probe.equivalent(&owned), equal, "{probe:?} vs {stored:?}");
-            if equal {
-                assert_eq!(state.hash_one(probe), state.hash_one(&owned));
-            }
         }
     }
 
@@ -595,7 +508,7 @@ mod tests {
     /// `lifetime` seconds left on `clock` (or an error when `fail` is set).
     #[derive(Clone)]
     struct Source {
-        clock: ManualClock,
+        clock: Clock,
         calls: Arc<AtomicUsize>,
         gate: Arc<Semaphore>,
         fail: Arc<AtomicBool>,
@@ -603,7 +516,7 @@ mod tests {
     }
 
     impl Source {
-        fn new(clock: &ManualClock, lifetime: i64) -> Self {
+        fn new(clock: &Clock, lifetime: i64) -> Self {
             Self {
                 clock: clock.clone(),
                 calls: Arc::default(),
@@ -619,16 +532,20 @@ mod tests {
 
         fn fetch(
             &self,
-        ) -> impl FnOnce() -> std::pin::Pin<
-            Box<dyn Future<Output = azure_core::Result<AccessTokenInfo>> + Send>,
-        > + use<> {
-            let this = self.clone();
-            move || {
+        ) -> impl Fn(
+            Arc<Key>,
+        ) -> std::pin::Pin<
+            Box<dyn Future<Output = Result<AccessTokenInfo, Arc<Failure>>> + Send>,
+        > + Send
+        + use<> {
+            let source = self.clone();
+            move |_key| {
+                let this = source.clone();
                 Box::pin(async move {
                     let n = this.calls.fetch_add(1, Ordering::SeqCst);
                     let _permit = this.gate.acquire().await.expect("gate open");
                     if this.fail.load(Ordering::SeqCst) {
-                        return Err(crate::error::failed("refused"));
+                        return Err(Arc::new(Failure::new(Section::EntraError, "refused")));
                     }
                     Ok(AccessTokenInfo {
                         token: Secret::new(format!("token-{n}")),
@@ -650,15 +567,16 @@ mod tests {
     }
 
     const GATE_PERMITS: u32 = 1 << 20;
-    const KEY: KeyRef<'static> = KeyRef {
+    const KEY: Request<'static> = Request {
         scopes: &["s"],
         tenant: "t",
         cae: false,
+        claims: None,
     };
 
-    fn hit(cache: &TokenCache, key: KeyRef<'_>, source: &Source) -> Option<String> {
-        match cache.lookup(key, |c| c.info.token.secret().to_owned(), source.fetch()) {
-            Lookup::Hit(t) => Some(t),
+    fn hit(cache: &TokenCache, key: Request<'_>, source: &Source) -> Option<String> {
+        match cache.lookup(&key, |c| c.access.token.secret().to_owned(), source.fetch()) {
+            Lookup::Hit(t) | Lookup::Refreshing(t) => Some(t),
             Lookup::Miss => None,
         }
     }
@@ -676,10 +594,11 @@ mod tests {
 
     async fn warm(cache: &TokenCache, source: &Source) -> String {
         cache
-            .wait(KEY, source.fetch())
+            .wait(&KEY, source.fetch())
             .await
+            .1
             .unwrap()
-            .info
+            .access
             .token
             .secret()
             .to_owned()
@@ -687,8 +606,8 @@ mod tests {
 
     #[tokio::test]
     async fn soft_window_serves_at_once_and_refreshes_once_in_background() {
-        let clock = ManualClock::starting_now();
-        let cache = TokenCache::new(Arc::new(clock.clone()), 8);
+        let clock = Clock::manual(at(0));
+        let cache = TokenCache::new(clock.clone(), 8);
         let source = Source::new(&clock, 3600);
         let first = warm(&cache, &source).await;
         assert_eq!(hit(&cache, KEY, &source).as_deref(), Some(first.as_str()));
@@ -709,8 +628,8 @@ mod tests {
 
     #[tokio::test]
     async fn hard_window_callers_share_one_request() {
-        let clock = ManualClock::starting_now();
-        let cache = Arc::new(TokenCache::new(Arc::new(clock.clone()), 8));
+        let clock = Clock::manual(at(0));
+        let cache = Arc::new(TokenCache::new(clock.clone(), 8));
         let source = Source::new(&clock, 3600);
         warm(&cache, &source).await;
         clock.advance(Duration::seconds(3600 - 10));
@@ -725,9 +644,10 @@ mod tests {
                 let (cache, source) = (cache.clone(), source.clone());
                 tokio::spawn(async move {
                     cache
-                        .wait(KEY, source.fetch())
+                        .wait(&KEY, source.fetch())
                         .await
-                        .map(|c| c.info.token.secret().to_owned())
+                        .1
+                        .map(|c| c.access.token.secret().to_owned())
                 })
             })
             .collect();
@@ -741,8 +661,8 @@ mod tests {
 
     #[tokio::test]
     async fn failed_refresh_keeps_the_token_and_backs_off() {
-        let clock = ManualClock::starting_now();
-        let cache = TokenCache::new(Arc::new(clock.clone()), 8);
+        let clock = Clock::manual(at(0));
+        let cache = TokenCache::new(clock.clone(), 8);
         let source = Source::new(&clock, 3600);
         let first = warm(&cache, &source).await;
         source.fail.store(true, Ordering::SeqCst);
@@ -750,7 +670,7 @@ mod tests {
         assert_eq!(hit(&cache, KEY, &source).as_deref(), Some(first.as_str()));
         settle(|| source.calls() == 2).await;
         // Let the failed attempt finish and record its backoff.
-        settle(|| !cache.in_flight(KEY)).await;
+        settle(|| !cache.in_flight(&KEY)).await;
         for _ in 0..10 {
             assert_eq!(hit(&cache, KEY, &source).as_deref(), Some(first.as_str()));
         }
@@ -761,24 +681,24 @@ mod tests {
 
         // Past the stop time the old token is not served, even though it has not expired.
         clock.advance(Duration::minutes(4) + Duration::seconds(20));
-        settle(|| !cache.in_flight(KEY)).await;
+        settle(|| !cache.in_flight(&KEY)).await;
         assert_eq!(hit(&cache, KEY, &source), None);
-        assert!(cache.wait(KEY, source.fetch()).await.is_err());
+        assert!(cache.wait(&KEY, source.fetch()).await.1.is_err());
     }
 
     #[tokio::test]
     async fn keys_are_isolated_by_tenant_and_cae() {
-        let clock = ManualClock::starting_now();
-        let cache = TokenCache::new(Arc::new(clock.clone()), 8);
+        let clock = Clock::manual(at(0));
+        let cache = TokenCache::new(clock.clone(), 8);
         let source = Source::new(&clock, 3600);
         let keys = [
             KEY,
-            KeyRef {
+            Request {
                 tenant: "other",
                 ..KEY
             },
-            KeyRef { cae: true, ..KEY },
-            KeyRef {
+            Request { cae: true, ..KEY },
+            Request {
                 scopes: &["s", "t"],
                 ..KEY
             },
@@ -787,10 +707,11 @@ mod tests {
         for key in keys {
             tokens.push(
                 cache
-                    .wait(key, source.fetch())
+                    .wait(&key, source.fetch())
                     .await
+                    .1
                     .unwrap()
-                    .info
+                    .access
                     .token
                     .secret()
                     .to_owned(),
@@ -806,19 +727,19 @@ mod tests {
 
     #[tokio::test]
     async fn capacity_holds_and_expired_entries_go_first() {
-        let clock = ManualClock::starting_now();
-        let cache = TokenCache::new(Arc::new(clock.clone()), 64);
+        let clock = Clock::manual(at(0));
+        let cache = TokenCache::new(clock.clone(), 64);
         let short = Source::new(&clock, 60);
         let long = Source::new(&clock, 3600);
         let names: Vec<String> = (0..1000).map(|i| format!("scope-{i}")).collect();
         for (i, name) in names.iter().enumerate() {
             let scopes = [name.as_str()];
-            let key = KeyRef {
+            let key = Request {
                 scopes: &scopes,
                 ..KEY
             };
             let source = if i < 10 { &long } else { &short };
-            cache.wait(key, source.fetch()).await.unwrap();
+            cache.wait(&key, source.fetch()).await.1.unwrap();
             assert!(cache.len() <= 64);
             if i == 9 {
                 // The ten long-lived entries are now alone in being valid later on.
@@ -832,7 +753,7 @@ mod tests {
             assert!(
                 hit(
                     &cache,
-                    KeyRef {
+                    Request {
                         scopes: &scopes,
                         ..KEY
                     },
@@ -846,26 +767,27 @@ mod tests {
         let scopes = ["fresh"];
         cache
             .wait(
-                KeyRef {
+                &Request {
                     scopes: &scopes,
                     ..KEY
                 },
                 long.fetch(),
             )
             .await
+            .1
             .unwrap();
         assert_eq!(cache.len(), 11);
     }
 
     #[tokio::test]
     async fn dropped_callers_never_wedge_the_cache() {
-        let clock = ManualClock::starting_now();
-        let cache = TokenCache::new(Arc::new(clock.clone()), 8);
+        let clock = Clock::manual(at(0));
+        let cache = TokenCache::new(clock.clone(), 8);
         let source = Source::new(&clock, 3600);
         let gate = source.close_gate();
         for _ in 0..5 {
             // Poll once (starting or joining the request), then drop the caller.
-            let waiting = cache.wait(KEY, source.fetch());
+            let waiting = cache.wait(&KEY, source.fetch());
             tokio::select! {
                 biased;
                 _ = waiting => panic!("the gate is closed"),
@@ -884,8 +806,8 @@ mod tests {
 
     #[tokio::test]
     async fn close_stops_refreshes_but_keeps_serving() {
-        let clock = ManualClock::starting_now();
-        let cache = TokenCache::new(Arc::new(clock.clone()), 8);
+        let clock = Clock::manual(at(0));
+        let cache = TokenCache::new(clock.clone(), 8);
         let source = Source::new(&clock, 3600);
         let first = warm(&cache, &source).await;
         let gate = source.close_gate();
@@ -894,7 +816,7 @@ mod tests {
         settle(|| source.calls() == 2).await;
         cache.close();
         drop(gate);
-        settle(|| !cache.in_flight(KEY)).await;
+        settle(|| !cache.in_flight(&KEY)).await;
         for _ in 0..10 {
             assert_eq!(hit(&cache, KEY, &source).as_deref(), Some(first.as_str()));
         }

@@ -4,13 +4,19 @@ mod pipeline_aware;
 
 pub use pipeline_aware::{PipelineAwareCredential, PipelineAwareCredentialOptions};
 
-use crate::error::Unavailable;
+use crate::{
+    AccessTokenInfo, AzurePipelinesCredential,
+    error::{Failure, Section},
+};
 use azure_core::{
     credentials::{AccessToken, TokenCredential, TokenRequestOptions},
-    error::{Error, ErrorKind},
+    error::Error,
 };
 use std::{
+    any::Any,
+    borrow::Cow,
     fmt,
+    future::Future,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -18,76 +24,213 @@ use std::{
 };
 
 const CHAIN_NAME: &str = "ChainedTokenCredential";
-const TROUBLESHOOT: &str = "To troubleshoot, visit https://aka.ms/azsdk/rust/identity/troubleshoot";
 /// No credential has provided a token yet.
 const NONE_SELECTED: usize = usize::MAX;
 
+type Predicate = Arc<dyn Fn(&Error) -> bool + Send + Sync>;
+
+/// The credentials that know more about a token than `AccessToken` carries: this crate's.
+#[async_trait::async_trait]
+pub(crate) trait TokenInfoSource: Send + Sync {
+    async fn token_info(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessTokenInfo>;
+}
+
+/// The [`TokenInfoSource`] behind `credential`, when it is one of this crate's credentials.
+fn info_source<C: TokenCredential + 'static>(
+    credential: &Arc<C>,
+) -> Option<Arc<dyn TokenInfoSource>> {
+    let any: Arc<dyn Any + Send + Sync> = credential.clone();
+    any.downcast::<AzurePipelinesCredential>()
+        .map(|c| c as Arc<dyn TokenInfoSource>)
+        .or_else(|any| any.downcast::<ChainedTokenCredential>().map(|c| c as _))
+        .or_else(|any| any.downcast::<PipelineAwareCredential>().map(|c| c as _))
+        .ok()
+}
+
+/// A credential in a [`ChainedTokenCredential`]: the credential, the name the chain reports it
+/// by, and which of its errors mean "unavailable here".
+///
+/// A chain passes a request on to the next member only when a member is *unavailable*: its error
+/// satisfies [`is_unavailable`](crate::is_unavailable) (this crate's credentials say so
+/// themselves), or the predicate given to [`unavailable_when`](Self::unavailable_when). That
+/// lets any credential, `azure_identity`'s among them, sit anywhere in a chain.
+///
+/// ```
+/// use azure_identity::AzureCliCredential;
+/// use azure_pipelines_credential::{AzurePipelinesCredential, ChainMember, ChainedTokenCredential};
+///
+/// fn main() -> azure_core::Result<()> {
+///     // Built from explicit values here so that it works anywhere; in a pipeline step,
+///     // `AzurePipelinesCredential::from_env(None)?`.
+///     let pipeline = AzurePipelinesCredential::new(
+///         "72f988bf-86f1-41af-91ab-2d7cd011db47".to_string(),
+///         "3f8a1c2e-5b7d-4e9f-a1c3-6d2b8e4f0a95".to_string(),
+///         "9c4e2a7b-1d3f-4b8e-9a6c-5e7f1b2d3c40",
+///         "the job's System.AccessToken",
+///         None,
+///     )?;
+///     let chain = ChainedTokenCredential::new([
+///         ChainMember::new(pipeline),
+///         // `az` not installed or not logged in: try the next credential.
+///         ChainMember::new(AzureCliCredential::new(None)?)
+///             .unavailable_when(|e| e.to_string().contains("az login")),
+///     ]);
+///     assert_eq!(
+///         chain.credential_names().collect::<Vec<_>>(),
+///         ["AzurePipelinesCredential", "AzureCliCredential"]
+///     );
+///     Ok(())
+/// }
+/// ```
+pub struct ChainMember {
+    name: Cow<'static, str>,
+    credential: Arc<dyn TokenCredential>,
+    info: Option<Arc<dyn TokenInfoSource>>,
+    unavailable_when: Option<Predicate>,
+}
+
+impl ChainMember {
+    /// A member named after its type, such as `AzureCliCredential` for
+    /// `Arc<azure_identity::AzureCliCredential>`.
+    ///
+    /// When it is one of this crate's credentials, the chain's `get_token_info` passes its
+    /// `refresh_on` and `token_type` through.
+    pub fn new<C: TokenCredential + 'static>(credential: Arc<C>) -> Self {
+        Self {
+            name: short_type_name::<C>().into(),
+            info: info_source(&credential),
+            credential,
+            unavailable_when: None,
+        }
+    }
+
+    /// A member with a name of your choice, for a credential known only as
+    /// `Arc<dyn TokenCredential>`.
+    pub fn named(name: impl Into<Cow<'static, str>>, credential: Arc<dyn TokenCredential>) -> Self {
+        Self {
+            name: name.into(),
+            credential,
+            info: None,
+            unavailable_when: None,
+        }
+    }
+
+    /// Declares that the errors for which `predicate` is true mean "unavailable here" (the chain
+    /// moves on), besides those [`is_unavailable`](crate::is_unavailable) recognises.
+    pub fn unavailable_when(
+        mut self,
+        predicate: impl Fn(&Error) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.unavailable_when = Some(Arc::new(predicate));
+        self
+    }
+
+    /// The name the chain reports this member by.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn is_unavailable(&self, error: &Error) -> bool {
+        crate::is_unavailable(error) || self.unavailable_when.as_ref().is_some_and(|p| p(error))
+    }
+
+    /// The token with what the credential knows of its timing: `refresh_on` and `token_type`
+    /// from this crate's credentials, `None` and `Bearer` from others.
+    async fn token_info(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessTokenInfo> {
+        match &self.info {
+            Some(info) => info.token_info(scopes, options).await,
+            None => {
+                let token = self.credential.get_token(scopes, options).await?;
+                Ok(AccessTokenInfo {
+                    token: token.token,
+                    expires_on: token.expires_on,
+                    refresh_on: None,
+                    token_type: "Bearer".to_owned(),
+                })
+            }
+        }
+    }
+}
+
+impl<C: TokenCredential + 'static> From<Arc<C>> for ChainMember {
+    fn from(credential: Arc<C>) -> Self {
+        Self::new(credential)
+    }
+}
+
+impl fmt::Debug for ChainMember {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainMember")
+            .field("name", &self.name)
+            .field("unavailable_when", &self.unavailable_when.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `AzureCliCredential` for `azure_identity::azure_cli_credential::AzureCliCredential`; the
+/// generic arguments of a generic type are left out.
+fn short_type_name<C: ?Sized>() -> &'static str {
+    let path = std::any::type_name::<C>();
+    let path = path.split('<').next().unwrap_or(path);
+    path.rsplit("::").next().unwrap_or(path)
+}
+
 /// Tries credentials in order and uses the first that provides a token.
 ///
-/// - A credential whose error is *unavailable* ([`is_unavailable`](crate::is_unavailable): it
-///   cannot work in this environment, such as `AzurePipelinesCredential` outside a pipeline)
-///   passes the request on to the next one.
+/// - A member whose error means *unavailable* (see [`ChainMember`]: it cannot work in this
+///   environment, such as `AzurePipelinesCredential` outside a pipeline) passes the request on
+///   to the next one.
 /// - Any other error is an authentication failure: the chain stops there and returns it, because
 ///   trying the next credential would hide a real problem (a rejected `System.AccessToken`, a
 ///   federation mismatch) behind a token for another identity.
-/// - The error lists what each credential tried said: its type name and message. When every
-///   credential was unavailable the chain's error is itself unavailable, so chains nest.
+/// - The error lists what each member said. When every member was unavailable the chain's error
+///   is itself unavailable, so chains nest.
 ///
-/// The chain remembers the credential that provided the first token and later requests go
-/// straight to it. If that credential later fails, its error is returned as is: the chain does not
-/// fall back to the others (as `azure_identity`'s `DeveloperToolsCredential` and the other Azure
-/// SDKs' `DefaultAzureCredential`), so one process keeps one identity.
+/// The chain remembers the member that provided the first token and later requests go straight
+/// to it. If that member later fails, its error is returned as is: the chain does not fall back
+/// to the others (as `azure_identity`'s `DeveloperToolsCredential` and the other Azure SDKs'
+/// `DefaultAzureCredential`), so one process keeps one identity.
 ///
 /// ```no_run
 /// use azure_core::credentials::TokenCredential;
-/// use azure_identity::AzureCliCredential;
-/// use azure_pipelines_credential::{AzurePipelinesCredential, ChainedTokenCredential, is_unavailable};
-/// use std::sync::Arc;
+/// use azure_identity::ManagedIdentityCredential;
+/// use azure_pipelines_credential::{AzurePipelinesCredential, ChainMember, ChainedTokenCredential};
 ///
-/// # async fn example() -> azure_core::Result<()> {
-/// let mut credentials: Vec<Arc<dyn TokenCredential>> = Vec::new();
-/// match AzurePipelinesCredential::from_env(None) {
-///     Ok(credential) => credentials.push(credential),
-///     Err(e) if is_unavailable(&e) => {} // not in a pipeline step
-///     Err(e) => return Err(e),
+/// #[tokio::main]
+/// async fn main() -> azure_core::Result<()> {
+///     let chain = ChainedTokenCredential::new([
+///         ChainMember::new(AzurePipelinesCredential::from_env(None)?),
+///         ChainMember::new(ManagedIdentityCredential::new(None)?),
+///     ]);
+///     let token = chain.get_token(&["https://storage.azure.com/.default"], None).await?;
+///     println!("token from {:?}, expires {}", chain.selected(), token.expires_on);
+///     Ok(())
 /// }
-/// credentials.push(AzureCliCredential::new(None)?);
-/// let chain = ChainedTokenCredential::new(credentials);
-/// let token = chain.get_token(&["https://storage.azure.com/.default"], None).await?;
-/// println!("token from {:?}", chain.selected());
-/// # let _ = token;
-/// # Ok(())
-/// # }
 /// ```
 pub struct ChainedTokenCredential {
     name: &'static str,
-    members: Vec<Member>,
+    members: Vec<ChainMember>,
     selected: AtomicUsize,
 }
 
-struct Member {
-    /// The credential's type name, taken from its `Debug` output once, at construction.
-    name: String,
-    credential: Arc<dyn TokenCredential>,
-}
-
 impl ChainedTokenCredential {
-    /// Creates a chain that tries `credentials` in order.
+    /// Creates a chain that tries `members` in order.
     ///
     /// An empty chain is valid; its requests fail as *unavailable*.
-    pub fn new(credentials: Vec<Arc<dyn TokenCredential>>) -> Arc<Self> {
-        Arc::new(Self::named(CHAIN_NAME, credentials))
+    pub fn new(members: impl IntoIterator<Item = ChainMember>) -> Arc<Self> {
+        Arc::new(Self::named(CHAIN_NAME, members.into_iter().collect()))
     }
 
     /// A chain whose errors and `Debug` output carry `name` (for chains built by this crate).
-    pub(crate) fn named(name: &'static str, credentials: Vec<Arc<dyn TokenCredential>>) -> Self {
-        let members = credentials
-            .into_iter()
-            .map(|credential| Member {
-                name: type_name(credential.as_ref()),
-                credential,
-            })
-            .collect();
+    pub(crate) fn named(name: &'static str, members: Vec<ChainMember>) -> Self {
         Self {
             name,
             members,
@@ -95,27 +238,43 @@ impl ChainedTokenCredential {
         }
     }
 
-    /// The type name of the credential that provided the first token, which every later request
-    /// goes to; `None` until one has.
+    /// The name of the member that provided the first token, which every later request goes
+    /// to; `None` until one has.
     pub fn selected(&self) -> Option<&str> {
         self.members
             .get(self.selected.load(Ordering::Acquire))
-            .map(|m| m.name.as_str())
+            .map(ChainMember::name)
     }
 
-    /// The type names of the credentials, in the order they are tried.
+    /// The names of the members, in the order they are tried.
     pub fn credential_names(&self) -> impl Iterator<Item = &str> {
-        self.members.iter().map(|m| m.name.as_str())
+        self.members.iter().map(ChainMember::name)
     }
 
-    async fn walk(
+    /// Requests a token for `scopes` with its expiry, refresh time and type: the remembered
+    /// member's, or the first available member's (see the type's documentation). `refresh_on`
+    /// and `token_type` come from members that are this crate's credentials; other members'
+    /// tokens have no `refresh_on` and the type `Bearer`.
+    pub async fn get_token_info(
         &self,
         scopes: &[&str],
         options: Option<TokenRequestOptions<'_>>,
-    ) -> azure_core::Result<AccessToken> {
+    ) -> azure_core::Result<AccessTokenInfo> {
+        if let Some(member) = self.members.get(self.selected.load(Ordering::Acquire)) {
+            return member.token_info(scopes, options).await;
+        }
+        self.walk(|member| member.token_info(scopes, options.clone()))
+            .await
+    }
+
+    /// Tries each member with `call` until one succeeds or one fails.
+    async fn walk<'a, T, F>(&'a self, call: impl Fn(&'a ChainMember) -> F) -> azure_core::Result<T>
+    where
+        F: Future<Output = azure_core::Result<T>>,
+    {
         let mut unavailable: Vec<(&str, String)> = Vec::new();
         for (index, member) in self.members.iter().enumerate() {
-            match member.credential.get_token(scopes, options.clone()).await {
+            match call(member).await {
                 Ok(token) => {
                     // The first success wins; a concurrent first request that succeeded with
                     // another member does not move the chain to a second identity.
@@ -128,21 +287,21 @@ impl ChainedTokenCredential {
                     tracing::info!(
                         target: "azure_pipelines_credential",
                         chain = self.name,
-                        credential = member.name.as_str(),
+                        credential = member.name(),
                         "credential chain: using this credential from now on"
                     );
                     return Ok(token);
                 }
-                Err(error) if crate::is_unavailable(&error) => {
+                Err(error) if member.is_unavailable(&error) => {
                     tracing::debug!(
                         target: "azure_pipelines_credential",
                         chain = self.name,
-                        credential = member.name.as_str(),
+                        credential = member.name(),
                         "credential chain: unavailable, trying the next one"
                     );
-                    unavailable.push((&member.name, error.to_string()));
+                    unavailable.push((member.name(), error.to_string()));
                 }
-                Err(error) => return Err(self.stopped(&unavailable, &member.name, error)),
+                Err(error) => return Err(self.stopped(&unavailable, member.name(), error)),
             }
         }
         Err(self.all_unavailable(&unavailable))
@@ -152,39 +311,29 @@ impl ChainedTokenCredential {
     /// source (so its HTTP response remains reachable).
     fn stopped(&self, unavailable: &[(&str, String)], name: &str, error: Error) -> Error {
         let mut message = format!(
-            "{} authentication failed. {name} failed, so the chain stopped there (only a \
-             credential that is unavailable in this environment passes the request on):",
-            self.name
+            "{name} failed, so the chain stopped there (only a credential that is unavailable in \
+             this environment passes the request on):"
         );
         for (previous, text) in unavailable {
             push_item(&mut message, previous, "unavailable", text);
         }
         push_item(&mut message, name, "failed", &error.to_string());
-        message.push('\n');
-        message.push_str(TROUBLESHOOT);
-        Error::with_error(ErrorKind::Credential, error, message)
+        Failure::new(Section::ChainStopped, message)
+            .with_source(error)
+            .into_error(self.name)
     }
 
     fn all_unavailable(&self, unavailable: &[(&str, String)]) -> Error {
         let mut message = if unavailable.is_empty() {
-            format!(
-                "{} authentication failed. The chain has no credentials.",
-                self.name
-            )
+            "The chain has no credentials.".to_owned()
         } else {
-            format!(
-                "{} authentication failed. No credential in the chain is available in this \
-                 environment:",
-                self.name
-            )
+            "No credential in the chain is available in this environment:".to_owned()
         };
         for (name, text) in unavailable {
             push_item(&mut message, name, "unavailable", text);
         }
-        message.push('\n');
-        message.push_str(TROUBLESHOOT);
         // Unavailable itself, so that a chain inside another chain passes the request on too.
-        Error::with_error(ErrorKind::Credential, Unavailable, message)
+        Failure::new(Section::ChainUnavailable, message).into_error(self.name)
     }
 }
 
@@ -201,22 +350,6 @@ fn push_item(message: &mut String, name: &str, outcome: &str, text: &str) {
     }
 }
 
-/// `AzureCliCredential` from `azure_identity::azure_cli_credential::AzureCliCredential { .. }`:
-/// the last path segment of what `Debug` prints before any field, generic or space.
-fn type_name(credential: &dyn TokenCredential) -> String {
-    let debug = format!("{credential:?}");
-    let head = debug
-        .split(|c: char| matches!(c, '{' | '(' | '<' | '[') || c.is_whitespace())
-        .next()
-        .unwrap_or_default();
-    let name = head.rsplit("::").next().unwrap_or_default();
-    if name.is_empty() {
-        "credential".to_owned()
-    } else {
-        name.to_owned()
-    }
-}
-
 impl fmt::Debug for ChainedTokenCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct(self.name)
@@ -228,7 +361,7 @@ impl fmt::Debug for ChainedTokenCredential {
 
 #[async_trait::async_trait]
 impl TokenCredential for ChainedTokenCredential {
-    /// Requests a token from the remembered credential, or walks the chain; see the type's
+    /// Requests a token from the remembered member, or walks the chain; see the type's
     /// documentation.
     async fn get_token(
         &self,
@@ -238,15 +371,26 @@ impl TokenCredential for ChainedTokenCredential {
         if let Some(member) = self.members.get(self.selected.load(Ordering::Acquire)) {
             return member.credential.get_token(scopes, options).await;
         }
-        self.walk(scopes, options).await
+        self.walk(|member| member.credential.get_token(scopes, options.clone()))
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenInfoSource for ChainedTokenCredential {
+    async fn token_info(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessTokenInfo> {
+        self.get_token_info(scopes, options).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error;
-    use azure_core::{credentials::Secret, time::OffsetDateTime};
+    use azure_core::{credentials::Secret, error::ErrorKind, time::OffsetDateTime};
     use std::sync::atomic::AtomicU32;
 
     /// What a scripted credential answers.
@@ -254,7 +398,7 @@ mod tests {
     enum Answer {
         Token,
         Unavailable,
-        Failure,
+        Refused,
     }
 
     #[derive(Debug)]
@@ -300,10 +444,12 @@ mod tests {
                     Secret::new(format!("token-of-{}", self.id)),
                     OffsetDateTime::UNIX_EPOCH,
                 )),
-                Some(Answer::Unavailable) => {
-                    Err(error::unavailable(format!("{} is not here.", self.id)))
-                }
-                Some(Answer::Failure) | None => Err(Error::with_message(
+                Some(Answer::Unavailable) => Err(Failure::new(
+                    Section::NotInPipeline,
+                    format!("{} is not here.", self.id),
+                )
+                .into_error("AzurePipelinesCredential")),
+                Some(Answer::Refused) | None => Err(Error::with_message(
                     ErrorKind::Credential,
                     format!("{} was rejected.\nsecond line", self.id),
                 )),
@@ -311,10 +457,10 @@ mod tests {
         }
     }
 
-    fn as_dyn(credentials: &[&Arc<Scripted>]) -> Vec<Arc<dyn TokenCredential>> {
+    fn members(credentials: &[&Arc<Scripted>]) -> Vec<ChainMember> {
         credentials
             .iter()
-            .map(|c| (*c).clone() as Arc<dyn TokenCredential>)
+            .map(|c| ChainMember::new((*c).clone()))
             .collect()
     }
 
@@ -331,7 +477,7 @@ mod tests {
         let a = Scripted::new("a", &[Unavailable]);
         let b = Scripted::new("b", &[Token]);
         let c = Scripted::new("c", &[Token]);
-        let chain = ChainedTokenCredential::new(as_dyn(&[&a, &b, &c]));
+        let chain = ChainedTokenCredential::new(members(&[&a, &b, &c]));
         assert_eq!(chain.selected(), None);
         assert_eq!(token(&chain).await.unwrap(), "token-of-b");
         assert_eq!(chain.selected(), Some("Scripted"));
@@ -346,9 +492,9 @@ mod tests {
     async fn a_failure_stops_the_chain_and_keeps_its_source() {
         use Answer::*;
         let a = Scripted::new("a", &[Unavailable]);
-        let b = Scripted::new("b", &[Failure]);
+        let b = Scripted::new("b", &[Refused]);
         let c = Scripted::new("c", &[Token]);
-        let chain = ChainedTokenCredential::new(as_dyn(&[&a, &b, &c]));
+        let chain = ChainedTokenCredential::new(members(&[&a, &b, &c]));
         let e = token(&chain).await.unwrap_err();
         assert!(!crate::is_unavailable(&e), "{e}");
         assert!(matches!(e.kind(), ErrorKind::Credential));
@@ -360,17 +506,22 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("\n- Scripted (unavailable): AzurePipelinesCredential authentication failed. a is not here."),
+            text.contains("\n- Scripted (unavailable): AzurePipelinesCredential is unavailable: a is not here.\n    To troubleshoot, visit "),
             "{text}"
         );
         assert!(
             text.contains("\n- Scripted (failed): b was rejected.\n    second line\n"),
             "{text}"
         );
-        assert!(text.ends_with(TROUBLESHOOT), "{text}");
+        assert!(
+            text.ends_with("#a-credential-in-the-chain-failed"),
+            "{text}"
+        );
+        assert_eq!(text.matches("authentication failed").count(), 1, "{text}");
         assert!(!text.contains("token-of"), "{text}");
         // The failure is the source.
-        let source = std::error::Error::source(&e).map(ToString::to_string);
+        let failure = crate::error::failure_of(&e).expect("the chain's failure");
+        let source = std::error::Error::source(failure).map(ToString::to_string);
         assert_eq!(source.as_deref(), Some("b was rejected.\nsecond line"));
         assert_eq!((a.calls(), b.calls(), c.calls()), (1, 1, 0));
         // Nothing was remembered: the next request walks again.
@@ -384,13 +535,13 @@ mod tests {
         use Answer::*;
         let a = Scripted::new("a", &[Unavailable]);
         let b = Scripted::new("b", &[Unavailable]);
-        let inner = ChainedTokenCredential::new(as_dyn(&[&a, &b]));
+        let inner = ChainedTokenCredential::new(members(&[&a, &b]));
         let e = token(&inner).await.unwrap_err();
         assert!(crate::is_unavailable(&e), "{e}");
         let text = e.to_string();
         assert!(
             text.starts_with(
-                "ChainedTokenCredential authentication failed. No credential in the chain is available in this environment:\n- Scripted (unavailable): "
+                "ChainedTokenCredential is unavailable: No credential in the chain is available in this environment:\n- Scripted (unavailable): "
             ),
             "{text}"
         );
@@ -398,8 +549,10 @@ mod tests {
         assert!(text.contains("b is not here."), "{text}");
 
         let c = Scripted::new("c", &[Token]);
-        let outer =
-            ChainedTokenCredential::new(vec![inner.clone() as Arc<dyn TokenCredential>, c.clone()]);
+        let outer = ChainedTokenCredential::new([
+            ChainMember::new(inner.clone()),
+            ChainMember::new(c.clone()),
+        ]);
         assert_eq!(token(&outer).await.unwrap(), "token-of-c");
         assert_eq!(outer.selected(), Some("Scripted"));
         assert_eq!(
@@ -411,9 +564,9 @@ mod tests {
     #[tokio::test]
     async fn the_remembered_credential_does_not_fall_back() {
         use Answer::*;
-        let a = Scripted::new("a", &[Token, Failure]);
+        let a = Scripted::new("a", &[Token, Refused]);
         let b = Scripted::new("b", &[Token]);
-        let chain = ChainedTokenCredential::new(as_dyn(&[&a, &b]));
+        let chain = ChainedTokenCredential::new(members(&[&a, &b]));
         assert_eq!(token(&chain).await.unwrap(), "token-of-a");
         // a's later failure comes back unchanged, and b is never asked.
         let e = token(&chain).await.unwrap_err();
@@ -433,58 +586,72 @@ mod tests {
     }
 
     #[test]
-    fn type_names_come_from_debug() {
-        #[derive(Debug)]
-        struct Tuple(#[allow(dead_code)] u8);
-        struct Custom;
-        impl fmt::Debug for Custom {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("some::path::Custom<T> { secret: .. }")
-            }
+    fn member_names_come_from_types_or_are_given() {
+        mod nested {
+            #[derive(Debug)]
+            pub(super) struct Generic<T>(pub(super) T);
         }
-        struct Blank;
-        impl fmt::Debug for Blank {
-            fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
-                Ok(())
-            }
-        }
-        #[async_trait::async_trait]
-        impl TokenCredential for Tuple {
-            async fn get_token(
-                &self,
-                _: &[&str],
-                _: Option<TokenRequestOptions<'_>>,
-            ) -> azure_core::Result<AccessToken> {
-                Err(error::unavailable("x"))
-            }
-        }
-        #[async_trait::async_trait]
-        impl TokenCredential for Custom {
-            async fn get_token(
-                &self,
-                _: &[&str],
-                _: Option<TokenRequestOptions<'_>>,
-            ) -> azure_core::Result<AccessToken> {
-                Err(error::unavailable("x"))
-            }
-        }
-        #[async_trait::async_trait]
-        impl TokenCredential for Blank {
-            async fn get_token(
-                &self,
-                _: &[&str],
-                _: Option<TokenRequestOptions<'_>>,
-            ) -> azure_core::Result<AccessToken> {
-                Err(error::unavailable("x"))
-            }
-        }
-        assert_eq!(type_name(&Tuple(1)), "Tuple");
-        assert_eq!(type_name(&Custom), "Custom");
-        assert_eq!(type_name(&Blank), "credential");
-        let chain = ChainedTokenCredential::new(vec![Arc::new(Tuple(1)), Arc::new(Custom)]);
+        assert_eq!(short_type_name::<Scripted>(), "Scripted");
+        assert_eq!(short_type_name::<nested::Generic<Scripted>>(), "Generic");
+        assert_eq!(
+            short_type_name::<azure_identity::AzureCliCredential>(),
+            "AzureCliCredential"
+        );
+        let a = Scripted::new("a", &[Answer::Token]);
+        let chain = ChainedTokenCredential::new([
+            ChainMember::new(a.clone()),
+            ChainMember::named("Mine", a as Arc<dyn TokenCredential>),
+        ]);
         assert_eq!(
             format!("{chain:?}"),
-            r#"ChainedTokenCredential { credentials: ["Tuple", "Custom"], selected: None }"#
+            r#"ChainedTokenCredential { credentials: ["Scripted", "Mine"], selected: None }"#
+        );
+    }
+
+    #[tokio::test]
+    async fn a_member_declares_which_errors_mean_unavailable() {
+        use Answer::*;
+        let a = Scripted::new("a", &[Refused]);
+        let b = Scripted::new("b", &[Token]);
+        let chain = ChainedTokenCredential::new([
+            ChainMember::new(a.clone()).unavailable_when(|e| e.to_string().contains("rejected")),
+            ChainMember::new(b.clone()),
+        ]);
+        assert_eq!(token(&chain).await.unwrap(), "token-of-b");
+        let strict = ChainedTokenCredential::new([
+            ChainMember::new(a.clone()).unavailable_when(|e| e.to_string().contains("absent")),
+            ChainMember::new(b.clone()),
+        ]);
+        assert!(token(&strict).await.is_err());
+        assert_eq!((a.calls(), b.calls()), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn token_info_passes_through_from_this_crates_credentials_only() {
+        use Answer::*;
+        let pipeline = AzurePipelinesCredential::new(
+            "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
+            "client".into(),
+            "connection",
+            "system-token",
+            None,
+        )
+        .unwrap();
+        assert!(info_source(&pipeline).is_some());
+        let inner = ChainedTokenCredential::new([ChainMember::new(pipeline)]);
+        assert!(info_source(&inner).is_some());
+        let scripted = Scripted::new("a", &[Token]);
+        assert!(info_source(&scripted).is_none());
+
+        let chain = ChainedTokenCredential::new([ChainMember::new(scripted)]);
+        let info = chain
+            .get_token_info(&["https://storage.azure.com/.default"], None)
+            .await
+            .unwrap();
+        assert_eq!(info.token.secret(), "token-of-a");
+        assert_eq!(
+            (info.refresh_on, info.token_type.as_str()),
+            (None, "Bearer")
         );
     }
 }

@@ -1,101 +1,121 @@
 //! Where the credential reads the time.
 //!
-//! Every expiry and refresh decision goes through a [`Clock`], so tests can move time
-//! forward instead of sleeping, and so the cache hit path reads the time exactly once.
+//! Every expiry and refresh decision reads the time here, so the cache hit reads it once, as a
+//! plain number, and the crate's own tests move time forward instead of sleeping. Moving time is
+//! a crate-private seam: it does not exist outside `cfg(test)`, where `Clock` is a zero-sized
+//! handle on the system clock.
 
-use std::{
-    fmt,
-    sync::{
-        Arc,
-        atomic::{AtomicI64, Ordering},
-    },
-};
-use time::{Duration, OffsetDateTime};
+use std::time::{SystemTime, UNIX_EPOCH};
+use time::OffsetDateTime;
 
-/// A source of the current time.
-pub trait Clock: Send + Sync + fmt::Debug {
-    /// The current time in UTC.
-    fn now(&self) -> OffsetDateTime;
+/// Unix time in milliseconds: what the cache compares on every hit.
+pub(crate) type Millis = i64;
+
+/// The credential's source of time.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum Clock {
+    /// The system's wall clock.
+    #[default]
+    System,
+    /// A clock that moves only when a test says so, shared by its clones.
+    #[cfg(test)]
+    Manual(std::sync::Arc<std::sync::atomic::AtomicI64>),
 }
 
-/// The real clock: [`OffsetDateTime::now_utc`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
+impl Clock {
+    /// The current time in Unix milliseconds.
     #[inline]
-    #[allow(clippy::disallowed_methods)] // the one place the credential reads the real time
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-}
-
-/// A clock that only moves when told to; for deterministic tests.
-///
-/// Clones share the same time.
-///
-/// ```
-/// use azure_pipelines_credential::clock::{Clock, ManualClock};
-/// use time::Duration;
-///
-/// let clock = ManualClock::new(time::OffsetDateTime::UNIX_EPOCH);
-/// clock.advance(Duration::minutes(5));
-/// assert_eq!(clock.now().unix_timestamp(), 300);
-/// ```
-#[derive(Clone, Debug)]
-pub struct ManualClock {
-    // Milliseconds since the Unix epoch: an atomic keeps `now()` lock-free in benchmarks.
-    millis: Arc<AtomicI64>,
-}
-
-impl ManualClock {
-    /// A clock stopped at `start` (to the millisecond).
-    pub fn new(start: OffsetDateTime) -> Self {
-        Self {
-            millis: Arc::new(AtomicI64::new(to_millis(start))),
+    pub(crate) fn now_millis(&self) -> Millis {
+        match self {
+            #[allow(clippy::disallowed_methods)] // the one place the credential reads the real time
+            Clock::System => match SystemTime::now().duration_since(UNIX_EPOCH) {
+                Ok(since) => i64::try_from(since.as_millis()).unwrap_or(i64::MAX),
+                // A clock set before 1970 is broken; every token then looks fresh from the
+                // network's point of view and expired from the cache's, which is the safe side.
+                Err(_) => 0,
+            },
+            #[cfg(test)]
+            Clock::Manual(millis) => millis.load(std::sync::atomic::Ordering::SeqCst),
         }
     }
 
-    /// A clock stopped at the current real time.
-    pub fn starting_now() -> Self {
-        Self::new(SystemClock.now())
-    }
-
-    /// Moves the clock forward (or backward, for a negative `by`).
-    pub fn advance(&self, by: Duration) {
-        let by = i64::try_from(by.whole_milliseconds()).unwrap_or(i64::MAX);
-        self.millis.fetch_add(by, Ordering::SeqCst);
-    }
-
-    /// Sets the clock to `at`.
-    pub fn set(&self, at: OffsetDateTime) {
-        self.millis.store(to_millis(at), Ordering::SeqCst);
+    /// The current time as a date, for token expiry times.
+    pub(crate) fn now(&self) -> OffsetDateTime {
+        from_millis(self.now_millis())
     }
 }
 
-impl Clock for ManualClock {
-    fn now(&self) -> OffsetDateTime {
-        let millis = self.millis.load(Ordering::SeqCst);
-        OffsetDateTime::UNIX_EPOCH + Duration::milliseconds(millis)
-    }
+/// `at` in Unix milliseconds, saturating far outside the range tokens live in.
+pub(crate) fn to_millis(at: OffsetDateTime) -> Millis {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(if at.year() < 1970 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
 }
 
-fn to_millis(at: OffsetDateTime) -> i64 {
-    i64::try_from((at - OffsetDateTime::UNIX_EPOCH).whole_milliseconds()).unwrap_or(i64::MAX)
+/// Unix milliseconds as a date; out-of-range values clamp to the Unix epoch.
+pub(crate) fn from_millis(millis: Millis) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+impl Clock {
+    /// A clock stopped at `start` (to the millisecond).
+    pub(crate) fn manual(start: OffsetDateTime) -> Self {
+        Clock::Manual(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
+            to_millis(start),
+        )))
+    }
+
+    /// Moves a manual clock by `by` (backwards when negative).
+    pub(crate) fn advance(&self, by: time::Duration) {
+        if let Clock::Manual(millis) = self {
+            let by = i64::try_from(by.whole_milliseconds()).unwrap_or(i64::MAX);
+            millis.fetch_add(by, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Sets a manual clock to `at`.
+    pub(crate) fn set(&self, at: OffsetDateTime) {
+        if let Clock::Manual(millis) = self {
+            millis.store(to_millis(at), std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::Duration;
 
     #[test]
-    fn manual_clock_moves_only_when_told() {
-        let clock = ManualClock::new(OffsetDateTime::UNIX_EPOCH);
-        assert_eq!(clock.now(), OffsetDateTime::UNIX_EPOCH);
+    fn manual_clock_moves_only_when_told_and_is_shared() {
+        let clock = Clock::manual(OffsetDateTime::UNIX_EPOCH);
         let shared = clock.clone();
+        assert_eq!(clock.now(), OffsetDateTime::UNIX_EPOCH);
         shared.advance(Duration::seconds(90));
-        assert_eq!(clock.now().unix_timestamp(), 90);
+        assert_eq!(clock.now_millis(), 90_000);
         clock.set(OffsetDateTime::UNIX_EPOCH + Duration::days(1));
         assert_eq!(shared.now().unix_timestamp(), 86_400);
+    }
+
+    #[test]
+    fn millis_round_trip_and_saturate() {
+        let cases = [
+            (OffsetDateTime::UNIX_EPOCH, 0),
+            (
+                OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+                1_700_000_000_000,
+            ),
+            (OffsetDateTime::UNIX_EPOCH - Duration::milliseconds(1), -1),
+        ];
+        for (at, millis) in cases {
+            assert_eq!(to_millis(at), millis);
+            assert_eq!(from_millis(millis), at);
+        }
+        let system = Clock::System.now_millis();
+        assert!(system > 1_700_000_000_000, "{system}");
     }
 }

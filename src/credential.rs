@@ -2,25 +2,30 @@
 //! token exchange, tenant resolution and the cache.
 
 use crate::{
-    AccessTokenInfo, AzurePipelinesAssertion, TokenRequestContext,
-    assertion::{validate_service_connection_id, validate_system_access_token},
-    cache::{Cached, DEFAULT_CAPACITY, KeyRef, Lookup, TokenCache},
-    claims,
-    clock::{Clock, SystemClock},
-    endpoint, error,
-    exchange::{TokenExchange, TokenRequest},
+    AccessTokenInfo, AzurePipelinesAssertion,
+    assertion::{self, OIDC_ENDPOINT},
+    cache::{Cached, DEFAULT_CAPACITY, Lookup, Served, TokenCache},
+    clock::Clock,
+    endpoint,
+    error::{Failure, Section, ToError as _},
+    exchange::{TOKEN_ENDPOINT, TokenExchange},
     http::HttpClient,
-    tenant::{self, TenantPolicy},
+    persistent_cache::PersistentCacheOptions,
+    request::{self, Key, Request},
+    tenant::TenantPolicy,
     timeout,
 };
-use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
+use azure_core::{
+    credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions},
+    http::Context,
+};
 use azure_identity::ClientAssertionCredentialOptions;
 use futures::future::BoxFuture;
-use std::{fmt, sync::Arc};
+use std::{fmt, sync::Arc, time::Duration};
+use tracing::{Instrument as _, Span, field};
 
-#[cfg(feature = "persistent-cache")]
-use crate::persistent_cache::{self, PersistentCache, PersistentCacheOptions};
-
+pub(crate) const NAME: &str = "AzurePipelinesCredential";
+const TARGET: &str = "azure_pipelines_credential";
 const TENANT_ID_ENV: &str = "AZURESUBSCRIPTION_TENANT_ID";
 const CLIENT_ID_ENV: &str = "AZURESUBSCRIPTION_CLIENT_ID";
 const SERVICE_CONNECTION_ID_ENV: &str = "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID";
@@ -41,22 +46,20 @@ pub struct AzurePipelinesCredentialOptions {
     /// only accepted for loopback hosts (local emulators).
     pub authority_host: Option<String>,
     /// Tenants besides the credential's own that requests may name in
-    /// [`TokenRequestContext::tenant_id`]; `"*"` allows any.
+    /// [`TokenRequestContext::tenant_id`](crate::TokenRequestContext::tenant_id); `"*"` allows
+    /// any.
     pub additionally_allowed_tenants: Vec<String>,
     /// The pipeline's OIDC endpoint. When `None`, `SYSTEM_OIDCREQUESTURI` is read when a token
     /// is requested (not at construction, so chains can build credentials up front).
     pub oidc_request_uri: Option<String>,
-    /// Where the time comes from; the system clock when `None`. Tests use
-    /// [`ManualClock`](crate::clock::ManualClock) to move through token lifetimes without sleeping.
-    pub clock: Option<Arc<dyn Clock>>,
     /// How long one HTTP attempt may take; **30 s** when `None`.
     ///
     /// Each attempt (the first and every retry of `client_options.retry`, to either endpoint)
     /// must receive the response headers within this time, and then the whole body within it
     /// again. An attempt that times out is retried like a dropped connection, with the retry
-    /// policy's back-off and limits. Zero is refused; `Duration::MAX` means no limit. Uses
-    /// tokio's clock.
-    pub attempt_timeout: Option<std::time::Duration>,
+    /// policy's back-off and limits. Zero is refused; `Duration::MAX` means no limit. Timed on
+    /// azure_core's async runtime.
+    pub attempt_timeout: Option<Duration>,
     /// The budget of one token acquisition; **2 minutes** when `None`.
     ///
     /// It covers everything a cache miss or refresh does: the OIDC request, the token exchange
@@ -64,11 +67,12 @@ pub struct AzurePipelinesCredentialOptions {
     /// it runs out the acquisition is cancelled and callers get an error naming
     /// `token_timeout`, whatever the retry policy would still have tried. A cached token that
     /// is still valid keeps being served meanwhile. Zero is refused; `Duration::MAX` means no
-    /// limit. Uses tokio's clock.
-    pub token_timeout: Option<std::time::Duration>,
+    /// limit. Timed on azure_core's async runtime.
+    pub token_timeout: Option<Duration>,
     /// The opt-in persistent token cache: an encrypted file that the processes of one pipeline
     /// job share, so that each new process does not pay an OIDC request and a token exchange.
-    /// Off when `None` (the default).
+    /// Off when `None` (the default). Needs the crate's `persistent-cache` feature: without it,
+    /// `Some` is refused when the credential is built.
     ///
     /// The in-memory cache stays in front: the file is read only when it has no usable token,
     /// and written after each token exchange. The file is sealed (ChaCha20-Poly1305) under a key
@@ -77,15 +81,12 @@ pub struct AzurePipelinesCredentialOptions {
     /// self-hosted agent), not from code running in the same job, which has the token and could
     /// request the tokens itself. An unreadable, foreign or tampered file is a miss, never an
     /// error. See [`PersistentCacheOptions`] and the README's "Persistent token cache" section.
-    #[cfg(feature = "persistent-cache")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "persistent-cache")))]
     pub persistent_cache: Option<PersistentCacheOptions>,
 }
 
 impl fmt::Debug for AzurePipelinesCredentialOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut debug = f.debug_struct("AzurePipelinesCredentialOptions");
-        debug
+        f.debug_struct("AzurePipelinesCredentialOptions")
             .field("authority_host", &self.authority_host)
             .field(
                 "additionally_allowed_tenants",
@@ -93,10 +94,9 @@ impl fmt::Debug for AzurePipelinesCredentialOptions {
             )
             .field("oidc_request_uri", &self.oidc_request_uri)
             .field("attempt_timeout", &self.attempt_timeout)
-            .field("token_timeout", &self.token_timeout);
-        #[cfg(feature = "persistent-cache")]
-        debug.field("persistent_cache", &self.persistent_cache);
-        debug.finish_non_exhaustive()
+            .field("token_timeout", &self.token_timeout)
+            .field("persistent_cache", &self.persistent_cache)
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,22 +108,28 @@ impl fmt::Debug for AzurePipelinesCredentialOptions {
 /// token. Tokens are cached per scopes, tenant and CAE mode and refreshed in the background before
 /// they expire; concurrent requests for the same token share one exchange.
 ///
+/// Requests run on azure_core's async runtime (`azure_core::async_runtime`: Tokio unless the
+/// application installs another one), like every Azure SDK client.
+///
 /// ```no_run
 /// use azure_core::credentials::TokenCredential;
 /// use azure_pipelines_credential::AzurePipelinesCredential;
 ///
-/// # async fn example() -> azure_core::Result<()> {
-/// let credential = AzurePipelinesCredential::new(
-///     std::env::var("AZURESUBSCRIPTION_TENANT_ID").unwrap_or_default(),
-///     std::env::var("AZURESUBSCRIPTION_CLIENT_ID").unwrap_or_default(),
-///     &std::env::var("AZURESUBSCRIPTION_SERVICE_CONNECTION_ID").unwrap_or_default(),
-///     std::env::var("SYSTEM_ACCESSTOKEN").unwrap_or_default(),
-///     None,
-/// )?;
-/// let token = credential.get_token(&["https://storage.azure.com/.default"], None).await?;
-/// # let _ = token;
-/// # Ok(())
-/// # }
+/// #[tokio::main]
+/// async fn main() -> azure_core::Result<()> {
+///     let credential = AzurePipelinesCredential::new(
+///         std::env::var("AZURESUBSCRIPTION_TENANT_ID").unwrap_or_default(),
+///         std::env::var("AZURESUBSCRIPTION_CLIENT_ID").unwrap_or_default(),
+///         &std::env::var("AZURESUBSCRIPTION_SERVICE_CONNECTION_ID").unwrap_or_default(),
+///         std::env::var("SYSTEM_ACCESSTOKEN").unwrap_or_default(),
+///         None,
+///     )?;
+///     let token = credential
+///         .get_token(&["https://storage.azure.com/.default"], None)
+///         .await?;
+///     println!("expires on {}", token.expires_on);
+///     Ok(())
+/// }
 /// ```
 pub struct AzurePipelinesCredential {
     inner: Arc<Inner>,
@@ -136,15 +142,15 @@ struct Inner {
     exchange: TokenExchange,
     cache: TokenCache,
     http: Arc<HttpClient>,
-    token_timeout: std::time::Duration,
-    #[cfg(feature = "persistent-cache")]
-    persistent: Option<PersistentCache>,
+    token_timeout: Duration,
+    #[cfg(all(feature = "persistent-cache", unix))]
+    persistent: Option<crate::persistent_cache::PersistentCache>,
 }
 
 impl fmt::Debug for AzurePipelinesCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AzurePipelinesCredential")
-            .field("tenant_id", &self.inner.tenants.configured)
+        f.debug_struct(NAME)
+            .field("tenant_id", &self.inner.tenants.configured())
             .field("client_id", &self.inner.client_id)
             .field("assertion", &self.inner.assertion)
             .finish_non_exhaustive()
@@ -166,40 +172,90 @@ impl AzurePipelinesCredential {
         system_access_token: impl Into<Secret>,
         options: Option<AzurePipelinesCredentialOptions>,
     ) -> azure_core::Result<Arc<Self>> {
-        let options = options.unwrap_or_default();
-        let system_access_token = system_access_token.into();
-        let tenant_id = tenant_id.trim().to_owned();
+        Self::build(
+            &tenant_id,
+            client_id,
+            service_connection_id,
+            system_access_token.into(),
+            options.unwrap_or_default(),
+            Clock::default(),
+        )
+        .map(Arc::new)
+        .map_err(|f| f.into_error(NAME))
+    }
+
+    /// Creates a credential from the variables that the AzureCLI@2 and AzurePowerShell@5 tasks
+    /// export for a workload identity federation service connection
+    /// (`AZURESUBSCRIPTION_TENANT_ID`, `AZURESUBSCRIPTION_CLIENT_ID`,
+    /// `AZURESUBSCRIPTION_SERVICE_CONNECTION_ID`) and `SYSTEM_ACCESSTOKEN`.
+    ///
+    /// When any is missing the error is *unavailable* ([`is_unavailable`](crate::is_unavailable)
+    /// is true) and names every missing variable and the YAML that sets it.
+    pub fn from_env(
+        options: Option<AzurePipelinesCredentialOptions>,
+    ) -> azure_core::Result<Arc<Self>> {
+        Self::from_vars(|name| std::env::var(name).ok(), options)
+    }
+
+    /// Like [`from_env`](Self::from_env), reading each of those variables through `var`: for
+    /// tools whose flags or configuration override the environment. Blank values count as
+    /// missing.
+    ///
+    /// ```
+    /// use azure_pipelines_credential::{AzurePipelinesCredential, is_unavailable};
+    ///
+    /// let flags = [("AZURESUBSCRIPTION_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47")];
+    /// let error = AzurePipelinesCredential::from_vars(
+    ///     |name| {
+    ///         let flag = flags.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string());
+    ///         flag.or_else(|| std::env::var(name).ok())
+    ///     },
+    ///     None,
+    /// );
+    /// if std::env::var_os("SYSTEM_ACCESSTOKEN").is_none() {
+    ///     assert!(is_unavailable(&error.unwrap_err()));
+    /// }
+    /// ```
+    pub fn from_vars(
+        var: impl Fn(&str) -> Option<String>,
+        options: Option<AzurePipelinesCredentialOptions>,
+    ) -> azure_core::Result<Arc<Self>> {
+        let (tenant_id, client_id, connection, token) =
+            pipeline_inputs(var).map_err(|f| f.into_error(NAME))?;
+        Self::new(tenant_id, client_id, &connection, token, options)
+    }
+
+    /// Builds the credential on `clock`: the crate's seam for tests that move time.
+    pub(crate) fn build(
+        tenant_id: &str,
+        client_id: String,
+        service_connection_id: &str,
+        system_access_token: Secret,
+        options: AzurePipelinesCredentialOptions,
+        clock: Clock,
+    ) -> Result<Self, Failure> {
+        let tenants = TenantPolicy::new(tenant_id, options.additionally_allowed_tenants)?;
         let client_id = client_id.trim().to_owned();
-        tenant::validate_tenant_id(&tenant_id, "tenant ID").map_err(error::failed)?;
         if client_id.is_empty() {
-            return Err(error::failed(
+            return Err(Failure::new(
+                Section::EmptyClientId,
                 "The client ID is empty. Use the application (client) ID of the service \
                  connection's service principal, which AzureCLI@2 exports as \
                  AZURESUBSCRIPTION_CLIENT_ID.",
             ));
         }
-        validate_service_connection_id(service_connection_id).map_err(error::failed)?;
-        validate_system_access_token(system_access_token.secret()).map_err(error::failed)?;
-        for allowed in &options.additionally_allowed_tenants {
-            if allowed != "*" {
-                tenant::validate_tenant_id(allowed, "tenant ID in additionally_allowed_tenants")
-                    .map_err(error::failed)?;
-            }
-        }
-
+        assertion::validate_service_connection_id(service_connection_id)?;
+        assertion::validate_system_access_token(system_access_token.secret())?;
         let attempt_timeout = timeout::configured(
             options.attempt_timeout,
             timeout::DEFAULT_ATTEMPT_TIMEOUT,
             "attempt_timeout",
-        )
-        .map_err(error::failed)?;
+        )?;
         let token_timeout = timeout::configured(
             options.token_timeout,
             timeout::DEFAULT_TOKEN_TIMEOUT,
             "token_timeout",
-        )
-        .map_err(error::failed)?;
-
+        )?;
         let client_options = options.credential_options.client_options;
         let authority = endpoint::resolve_authority_host(
             options.authority_host.as_deref(),
@@ -208,14 +264,13 @@ impl AzurePipelinesCredential {
                 .ok()
                 .as_deref(),
         )
-        .map_err(error::failed)?;
-        let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        .map_err(|cause| Failure::new(Section::InvalidAuthorityHost, cause))?;
         // Built here, while the System.AccessToken (its key material) has not moved yet.
-        #[cfg(feature = "persistent-cache")]
+        #[cfg(all(feature = "persistent-cache", unix))]
         let persistent = options.persistent_cache.as_ref().and_then(|cache| {
-            PersistentCache::new(
+            crate::persistent_cache::PersistentCache::new(
                 cache,
-                std::env::var(persistent_cache::AGENT_TEMPDIRECTORY_ENV)
+                std::env::var(crate::persistent_cache::AGENT_TEMPDIRECTORY_ENV)
                     .ok()
                     .as_deref(),
                 system_access_token.secret(),
@@ -224,6 +279,24 @@ impl AzurePipelinesCredential {
                 clock.clone(),
             )
         });
+        #[cfg(not(feature = "persistent-cache"))]
+        if options.persistent_cache.is_some() {
+            return Err(Failure::new(
+                Section::PersistentCacheFeature,
+                "The persistent_cache option needs the crate's persistent-cache feature, which \
+                 is off in this build. Turn it on (cargo add azure_pipelines_credential \
+                 --features persistent-cache), or leave persistent_cache None.",
+            ));
+        }
+        #[cfg(all(feature = "persistent-cache", not(unix)))]
+        if options.persistent_cache.is_some() {
+            return Err(Failure::new(
+                Section::PersistentCacheUnsupported,
+                "The persistent token cache is not available on this platform yet: it relies on \
+                 Unix file ownership and permission checks to keep other users out. Leave \
+                 persistent_cache None here.",
+            ));
+        }
         let http = Arc::new(HttpClient::new(client_options, attempt_timeout));
         let assertion = AzurePipelinesAssertion::from_parts(
             service_connection_id,
@@ -231,20 +304,10 @@ impl AzurePipelinesCredential {
             options.oidc_request_uri,
             http.clone(),
             clock.clone(),
-            token_timeout,
         );
         let exchange =
             TokenExchange::new(client_id.clone(), authority, http.clone(), clock.clone());
-        let tenants = TenantPolicy {
-            configured: tenant_id,
-            additionally_allowed: options.additionally_allowed_tenants,
-            multitenant_disabled: tenant::multitenant_disabled(
-                std::env::var(tenant::DISABLE_MULTITENANT_ENV)
-                    .ok()
-                    .as_deref(),
-            ),
-        };
-        Ok(Arc::new(Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 client_id,
                 tenants,
@@ -253,36 +316,55 @@ impl AzurePipelinesCredential {
                 cache: TokenCache::new(clock, DEFAULT_CAPACITY),
                 http,
                 token_timeout,
-                #[cfg(feature = "persistent-cache")]
+                #[cfg(all(feature = "persistent-cache", unix))]
                 persistent,
             }),
-        }))
-    }
-
-    /// Creates a credential from the variables that the AzureCLI@2 and AzurePowerShell@5 tasks
-    /// export (`AZURESUBSCRIPTION_TENANT_ID`, `AZURESUBSCRIPTION_CLIENT_ID`,
-    /// `AZURESUBSCRIPTION_SERVICE_CONNECTION_ID`) and `SYSTEM_ACCESSTOKEN`.
-    ///
-    /// When any is missing the error is *unavailable* ([`is_unavailable`](crate::is_unavailable)
-    /// is true) and names every missing variable and the YAML that sets it.
-    pub fn from_env(
-        options: Option<AzurePipelinesCredentialOptions>,
-    ) -> azure_core::Result<Arc<Self>> {
-        let (tenant_id, client_id, connection, token) =
-            inputs_from_env(|name| std::env::var(name).ok()).map_err(error::unavailable)?;
-        Self::new(tenant_id, client_id, &connection, token, options)
+        })
     }
 
     /// Requests an access token for `scopes`, with its expiry, refresh time and type.
     ///
-    /// `options` may carry a [`TokenRequestContext`] (claims, tenant, CAE); see
-    /// [`TokenCredential::get_token`] for the rest.
+    /// `options` may carry a [`TokenRequestContext`](crate::TokenRequestContext) (claims,
+    /// tenant, CAE); see [`TokenCredential::get_token`] for the rest.
     pub async fn get_token_info(
         &self,
         scopes: &[&str],
         options: Option<TokenRequestOptions<'_>>,
     ) -> azure_core::Result<AccessTokenInfo> {
-        self.get(scopes, options.as_ref(), |c| c.info.clone()).await
+        self.get(scopes, options.as_ref(), Cached::info).await
+    }
+
+    /// The token for `scopes` that the credential can hand out without any request: from its
+    /// in-memory cache, else from the persistent token cache file when that is on. `None` when
+    /// neither has a token that may be used now, and for requests with claims or a tenant that
+    /// is not allowed.
+    ///
+    /// It never touches the network and needs no async runtime: a short-lived tool can try it
+    /// first and start a runtime only when it returns `None`. Reading the file blocks the calling
+    /// thread for the time of a small file read. A token it finds in the file is kept in the
+    /// in-memory cache too.
+    pub fn cached_token_info(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> Option<AccessTokenInfo> {
+        let inner = &self.inner;
+        let request = Request::new(scopes, options.as_ref(), &inner.tenants).ok()?;
+        if request.claims.is_some() {
+            return None;
+        }
+        if let Some(info) = inner.cache.peek(&request, Cached::info) {
+            return Some(info);
+        }
+        #[cfg(all(feature = "persistent-cache", unix))]
+        if let Some(persistent) = &inner.persistent
+            && request::validate_scopes(scopes).is_ok()
+        {
+            let key = inner.cache.key(&request);
+            let info = persistent.load(&key)?;
+            return Some(inner.cache.store(&key, info).info());
+        }
+        None
     }
 
     /// Releases the HTTP client and stops background refreshes. Later requests that need the
@@ -294,96 +376,130 @@ impl AzurePipelinesCredential {
         self.inner.assertion.close().await;
     }
 
+    /// One call, traced as one `get_token` span: the credential, scopes and tenant, the outcome
+    /// (`hit`, `hit, refreshing in the background`, `miss`, `joined a request in flight`,
+    /// `request with claims`, or the failure's section) and the HTTP requests the call made.
     async fn get<R>(
         &self,
         scopes: &[&str],
         options: Option<&TokenRequestOptions<'_>>,
         project: impl Fn(&Cached) -> R,
     ) -> azure_core::Result<R> {
-        let context = TokenRequestContext::of(options);
-        let target = Target {
-            tenant: self
-                .inner
-                .tenants
-                .resolve(context.and_then(|c| c.tenant_id.as_deref()))
-                .map_err(error::failed)?,
-            cae: context.is_some_and(|c| c.enable_cae),
-            claims: context
-                .and_then(|c| c.claims.as_deref())
-                .filter(|c| !c.trim().is_empty()),
-        };
-        let key = KeyRef {
-            scopes,
-            tenant: target.tenant,
-            cae: target.cae,
-        };
-        if target.claims.is_none()
-            && let Lookup::Hit(value) = self.inner.cache.lookup(key, &project, || {
-                let claims = claims::request_claims(None, target.cae).ok().flatten();
-                fetch(self.inner.clone(), target.request(scopes, claims))
-            })
-        {
-            tracing::debug!(target: "azure_pipelines_credential", "token cache: hit");
-            return Ok(value);
+        let span = tracing::debug_span!(
+            target: TARGET,
+            "get_token",
+            credential = NAME,
+            scopes = ?scopes,
+            tenant = field::Empty,
+            outcome = field::Empty,
+            requests = 0u32,
+        );
+        let inner = &self.inner;
+        let request = Request::new(scopes, options, &inner.tenants).map_err(|f| {
+            span.record("outcome", f.section().anchor());
+            f.into_error(NAME)
+        })?;
+        span.record("tenant", request.tenant);
+        if request.claims.is_none() {
+            let refresh = |key| {
+                let refresh = tracing::debug_span!(
+                    target: TARGET,
+                    "token_refresh",
+                    credential = NAME,
+                    scopes = ?scopes,
+                    tenant = request.tenant,
+                    requests = 0u32,
+                );
+                refresh.follows_from(&span);
+                acquire(inner.clone(), key, None, context_of(options), refresh)
+            };
+            match inner.cache.lookup(&request, &project, refresh) {
+                Lookup::Hit(value) => {
+                    span.record("outcome", "hit");
+                    return Ok(value);
+                }
+                Lookup::Refreshing(value) => {
+                    span.record("outcome", "hit, refreshing in the background");
+                    return Ok(value);
+                }
+                Lookup::Miss => {}
+            }
         }
-        Ok(project(&*self.miss(scopes, target).await?))
+        self.miss(request, options, &span)
+            .instrument(span.clone())
+            .await
+            .map(|cached| project(&cached))
+            .map_err(|f| {
+                span.record("outcome", f.section().anchor());
+                f.to_error(NAME)
+            })
     }
 
     /// The path that may wait on the network, boxed so that the hit path's future stays small.
     #[cold]
     fn miss<'a>(
         &'a self,
-        scopes: &'a [&'a str],
-        target: Target<'a>,
-    ) -> BoxFuture<'a, azure_core::Result<Arc<Cached>>> {
+        request: Request<'a>,
+        options: Option<&'a TokenRequestOptions<'a>>,
+        span: &'a Span,
+    ) -> BoxFuture<'a, Result<Arc<Cached>, Arc<Failure>>> {
         Box::pin(async move {
-            validate_scopes(scopes).map_err(error::failed)?;
-            let claims =
-                claims::request_claims(target.claims, target.cae).map_err(error::failed)?;
-            let request = target.request(scopes, claims);
-            let key = KeyRef {
-                scopes,
-                tenant: target.tenant,
-                cae: target.cae,
-            };
+            request::validate_scopes(request.scopes)?;
             let inner = &self.inner;
-            if target.claims.is_some() {
-                let info = fetch(inner.clone(), request).await?;
-                Ok(inner.cache.store(key, info))
-            } else {
-                inner
-                    .cache
-                    .wait(key, || fetch(inner.clone(), request))
-                    .await
+            match request.claims {
+                Some(claims) => {
+                    span.record("outcome", "request with claims");
+                    let claims = request::claims_param(Some(claims), request.cae)?;
+                    let key = inner.cache.key(&request);
+                    let ctx = context_of(options);
+                    let info =
+                        acquire(inner.clone(), key.clone(), claims, ctx, span.clone()).await?;
+                    Ok(inner.cache.store(&key, info))
+                }
+                None => {
+                    let fetch =
+                        |key| acquire(inner.clone(), key, None, context_of(options), span.clone());
+                    let (served, outcome) = inner.cache.wait(&request, fetch).await;
+                    span.record(
+                        "outcome",
+                        match served {
+                            Served::Cached => "hit",
+                            Served::Started => "miss",
+                            Served::Joined => "joined a request in flight",
+                        },
+                    );
+                    outcome
+                }
             }
         })
     }
 }
 
-/// Where a request goes, decided before any lookup or I/O.
-#[derive(Clone, Copy)]
-struct Target<'a> {
-    tenant: &'a str,
-    cae: bool,
-    claims: Option<&'a str>,
+#[async_trait::async_trait]
+impl crate::chain::TokenInfoSource for AzurePipelinesCredential {
+    async fn token_info(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessTokenInfo> {
+        self.get_token_info(scopes, options).await
+    }
 }
 
-impl Target<'_> {
-    fn request(&self, scopes: &[&str], claims: Option<String>) -> TokenRequest {
-        TokenRequest {
-            tenant: self.tenant.to_owned(),
-            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
-            claims,
-        }
-    }
+/// The caller's context, for the requests its call starts (so that azure_core's tracing links
+/// them to the caller). A request shared by several callers carries the context of the caller
+/// that started it.
+fn context_of(options: Option<&TokenRequestOptions<'_>>) -> Context<'static> {
+    options.map_or_else(Context::new, |o| o.method_options.context.to_owned())
 }
 
 #[async_trait::async_trait]
 impl TokenCredential for AzurePipelinesCredential {
     /// Requests an access token for `scopes`.
     ///
-    /// Put a [`TokenRequestContext`] in `options` (`TokenRequestContext { .. }.into()`) to send
-    /// claims, request another allowed tenant, or request a CAE token.
+    /// Put a [`TokenRequestContext`](crate::TokenRequestContext) in `options`
+    /// (`TokenRequestContext { .. }.into()`) to send claims, request another allowed tenant, or
+    /// request a CAE token.
     async fn get_token(
         &self,
         scopes: &[&str],
@@ -394,71 +510,66 @@ impl TokenCredential for AzurePipelinesCredential {
     }
 }
 
-async fn fetch(inner: Arc<Inner>, request: TokenRequest) -> azure_core::Result<AccessTokenInfo> {
-    if inner.http.is_closed() {
-        return Err(error::closed());
+/// One token acquisition for `key`: the OIDC token, the exchange (with `claims`, the form value
+/// of a challenge), within `token_timeout`; through the persistent cache when it is on and the
+/// request has no claims. The HTTP attempts it makes are recorded in `span`.
+async fn acquire(
+    inner: Arc<Inner>,
+    key: Arc<Key>,
+    claims: Option<String>,
+    ctx: Context<'static>,
+    span: Span,
+) -> Result<AccessTokenInfo, Arc<Failure>> {
+    let ctx = ctx.with_value(timeout::Attempts::default());
+    let acquired = acquire_counted(&inner, &key, claims, &ctx)
+        .instrument(span.clone())
+        .await;
+    if let Some(attempts) = ctx.value::<timeout::Attempts>() {
+        span.record("requests", attempts.count());
     }
-    // The overall budget wraps the whole acquisition, retries and Retry-After waits included.
-    let acquisition = timeout::within_budget(
+    acquired
+}
+
+async fn acquire_counted(
+    inner: &Inner,
+    key: &Arc<Key>,
+    claims: Option<String>,
+    ctx: &Context<'static>,
+) -> Result<AccessTokenInfo, Arc<Failure>> {
+    if inner.http.is_closed() {
+        return Err(Arc::new(Failure::closed()));
+    }
+    let network = timeout::budget(
         inner.token_timeout,
-        || stage(&inner),
-        inner.exchange.acquire(&inner.assertion, &request),
+        || {
+            if inner.assertion.fetching() {
+                OIDC_ENDPOINT
+            } else {
+                TOKEN_ENDPOINT
+            }
+        },
+        inner
+            .exchange
+            .acquire(&inner.assertion, key, claims.as_deref(), ctx),
     );
     // Only misses and refreshes come here, so the file is never read on an in-memory hit. It is
     // read before the (lazy) acquisition starts and written after it succeeds; its own I/O is
     // bounded by its lock wait, outside the network budget.
-    #[cfg(feature = "persistent-cache")]
-    if let Some(persistent) = &inner.persistent {
-        return persistent.through(&request, acquisition).await;
+    #[cfg(all(feature = "persistent-cache", unix))]
+    if claims.is_none()
+        && let Some(persistent) = &inner.persistent
+    {
+        return persistent.through(key, network).await;
     }
-    acquisition.await
+    network.await
 }
 
-/// The endpoint an acquisition that ran out of time was most likely waiting for.
-fn stage(inner: &Inner) -> &'static str {
-    if inner.assertion.fetching() {
-        "Azure DevOps OIDC endpoint"
-    } else {
-        "Microsoft Entra ID token endpoint"
-    }
-}
-
-/// Scopes must be present and free of whitespace and control characters (they are joined by
-/// spaces on the wire).
-fn validate_scopes(scopes: &[&str]) -> Result<(), String> {
-    if scopes.is_empty() {
-        return Err("No scope was requested. Pass at least one scope, such as \
-                    https://storage.azure.com/.default."
-            .to_owned());
-    }
-    for scope in scopes {
-        if scope.is_empty() {
-            return Err("A requested scope is empty. Use a scope such as \
-                        https://storage.azure.com/.default."
-                .to_owned());
-        }
-        if let Some(bad) = scope.chars().find(|c| c.is_whitespace() || c.is_control()) {
-            let shown: String = scope
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(100)
-                .collect();
-            return Err(format!(
-                "The scope '{shown}' contains {bad:?}; scopes contain no whitespace or control \
-                 characters. Pass each scope as its own item, such as \
-                 https://storage.azure.com/.default."
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The four inputs of [`AzurePipelinesCredential::from_env`], or a message naming what is
+/// The four inputs of [`AzurePipelinesCredential::from_vars`], or the failure naming what is
 /// missing and how to set it.
-pub(crate) fn inputs_from_env(
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<(String, String, String, Secret), String> {
-    let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+pub(crate) fn pipeline_inputs(
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<(String, String, String, Secret), Failure> {
+    let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
     let tenant = get(TENANT_ID_ENV);
     let client = get(CLIENT_ID_ENV);
     let connection = get(SERVICE_CONNECTION_ID_ENV);
@@ -475,14 +586,19 @@ pub(crate) fn inputs_from_env(
             .into_iter()
             .filter_map(|(name, missing)| missing.then_some(name))
             .collect();
-            Err(format!(
-                "Environment variables missing: {}. Run in an Azure Pipelines job step that sets \
-                 them: the AzureCLI@2 task exports the AZURESUBSCRIPTION_* variables of its \
-                 service connection, and SYSTEM_ACCESSTOKEN must be mapped:\n\
-                 - task: AzureCLI@2\n  inputs:\n    azureSubscription: <service connection name>\n    \
-                 scriptType: bash\n    scriptLocation: inlineScript\n    inlineScript: <your command>\n  \
-                 env:\n    SYSTEM_ACCESSTOKEN: $(System.AccessToken)",
-                missing.join(", ")
+            Err(Failure::new(
+                Section::MissingVariables,
+                format!(
+                    "{} not set. Run in a step of the AzureCLI@2 (or AzurePowerShell@5) task with \
+                     a service connection that uses workload identity federation: the task \
+                     exports the AZURESUBSCRIPTION_* variables only for such connections. \
+                     SYSTEM_ACCESSTOKEN must be mapped in the step:\n\
+                     - task: AzureCLI@2\n  inputs:\n    azureSubscription: <service connection \
+                     name>\n    scriptType: bash\n    scriptLocation: inlineScript\n    \
+                     inlineScript: <your command>\n  env:\n    SYSTEM_ACCESSTOKEN: \
+                     $(System.AccessToken)",
+                    missing.join(", ")
+                ),
             ))
         }
     }
@@ -493,28 +609,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scope_validation() {
-        let cases: &[(&[&str], Option<&str>)] = &[
-            (&["https://storage.azure.com/.default"], None),
-            (&["api://x/.default", "openid"], None),
-            (&[], Some("No scope")),
-            (&[""], Some("is empty")),
-            (&["a b"], Some("' '")),
-            (&["a\tb"], Some("'\\t'")),
-            (&["a\u{0}b"], Some("'\\0'")),
-            (&["ok", "a\nb"], Some("'\\n'")),
-        ];
-        for (scopes, expected) in cases {
-            match (validate_scopes(scopes), expected) {
-                (Ok(()), None) => {}
-                (Err(m), Some(e)) => assert!(m.contains(e), "{scopes:?}: {m}"),
-                (got, _) => panic!("{scopes:?}: {got:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn env_inputs() {
+    fn pipeline_inputs_name_what_is_missing() {
         let all = [
             (TENANT_ID_ENV, "t"),
             (CLIENT_ID_ENV, "c"),
@@ -527,7 +622,7 @@ mod tests {
                 .copied()
                 .filter(|(k, _)| !skip.contains(k))
                 .collect();
-            inputs_from_env(move |k| {
+            pipeline_inputs(move |k| {
                 vars.iter()
                     .find(|(n, _)| *n == k)
                     .map(|(_, v)| v.to_string())
@@ -540,16 +635,19 @@ mod tests {
         );
 
         let e = with(&[TENANT_ID_ENV, SYSTEM_ACCESS_TOKEN_ENV]).unwrap_err();
+        assert_eq!(e.section(), Section::MissingVariables);
+        let text = e.text();
         assert!(
-            e.contains("AZURESUBSCRIPTION_TENANT_ID, SYSTEM_ACCESSTOKEN"),
-            "{e}"
+            text.starts_with("AZURESUBSCRIPTION_TENANT_ID, SYSTEM_ACCESSTOKEN not set."),
+            "{text}"
         );
-        assert!(!e.contains("AZURESUBSCRIPTION_CLIENT_ID,"), "{e}");
+        assert!(!text.contains("AZURESUBSCRIPTION_CLIENT_ID,"), "{text}");
         assert!(
-            e.contains("SYSTEM_ACCESSTOKEN: $(System.AccessToken)"),
-            "{e}"
+            text.contains("SYSTEM_ACCESSTOKEN: $(System.AccessToken)"),
+            "{text}"
         );
-        assert!(e.contains("AzureCLI@2"), "{e}");
+        assert!(text.contains("workload identity federation"), "{text}");
+        assert!(text.contains("AzureCLI@2"), "{text}");
 
         let e = with(&[
             TENANT_ID_ENV,
@@ -558,6 +656,14 @@ mod tests {
             SYSTEM_ACCESS_TOKEN_ENV,
         ])
         .unwrap_err();
-        assert!(e.contains(&format!("{TENANT_ID_ENV}, {CLIENT_ID_ENV}, {SERVICE_CONNECTION_ID_ENV}, {SYSTEM_ACCESS_TOKEN_ENV}")));
+        assert!(e.text().starts_with(&format!("{TENANT_ID_ENV}, {CLIENT_ID_ENV}, {SERVICE_CONNECTION_ID_ENV}, {SYSTEM_ACCESS_TOKEN_ENV} not set")));
+        // Blank counts as missing, and no value is ever echoed.
+        let blank =
+            pipeline_inputs(|name| Some(if name == CLIENT_ID_ENV { " " } else { "v" }.into()));
+        let e = blank.unwrap_err();
+        assert!(
+            e.text().starts_with("AZURESUBSCRIPTION_CLIENT_ID not set."),
+            "{e}"
+        );
     }
 }

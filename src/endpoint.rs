@@ -148,7 +148,7 @@ fn check_transport(url: &Url, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
         Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
@@ -329,6 +329,96 @@ mod tests {
             let e = oidc_request_url(Some(input), None, "c").unwrap_err();
             assert!(e.contains(expected), "{input}: {e}");
             assert!(!e.contains("secret"), "{input}: {e}");
+        }
+    }
+
+    /// Not a property: the loopback aliases that look local but are not, spelled out.
+    #[test]
+    fn loopback_lookalikes_are_refused() {
+        for host in [
+            "http://localhost.example.com",
+            "http://127.0.0.1.nip.io",
+            "http://localhost.",
+            "http://0x7f.example",
+            "http://[::ffff:10.0.0.1]",
+        ] {
+            assert!(
+                resolve_authority_host(Some(host), None, None).is_err(),
+                "{host}"
+            );
+            assert!(
+                oidc_request_url(Some(&format!("{host}/x")), None, "c").is_err(),
+                "{host}"
+            );
+        }
+        for host in [
+            "http://localhost:1",
+            "http://127.0.0.2",
+            "http://[::1]:8080",
+        ] {
+            assert!(
+                resolve_authority_host(Some(host), None, None).is_ok(),
+                "{host}"
+            );
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use crate::{fuzzing::assert_safe, tests::strategies::config};
+        use proptest::prelude::*;
+
+        /// Text a user might give as a URL, and text that only looks like one.
+        fn url_like() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "\\PC{0,60}",
+                "(https?|ftp|file)://[a-z0-9.@:\\[\\]-]{0,30}(/[a-z]{0,5})?(\\?[a-z=]{0,5})?(#[a-z]{0,3})?",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn the_token_endpoint_keeps_the_tenant_in_one_segment(tenant in "[A-Za-z0-9.-]{1,36}") {
+                let authority = Url::parse("https://login.microsoftonline.com/").unwrap();
+                let url = token_endpoint(&authority, &tenant);
+                let segments: Vec<&str> = url.path_segments().unwrap().collect();
+                if crate::tenant::validate_tenant_id(&tenant, "tenant ID").is_ok() {
+                    prop_assert_eq!(segments, vec![tenant.as_str(), "oauth2", "v2.0", "token"]);
+                }
+            }
+
+            #[test]
+            fn an_accepted_authority_never_sends_tokens_in_clear(
+                explicit in prop::option::of(url_like()),
+                env in prop::option::of("\\PC{0,60}"),
+            ) {
+                if let Ok(authority) = resolve_authority_host(explicit.as_deref(), None, env.as_deref()) {
+                    assert_safe(&authority);
+                    prop_assert!(authority.query().is_none(), "{authority}");
+                }
+            }
+
+            #[test]
+            fn an_accepted_oidc_uri_never_sends_tokens_in_clear(
+                explicit in prop::option::of(url_like()),
+                env in prop::option::of("\\PC{0,60}"),
+                connection in "\\PC{0,40}",
+            ) {
+                match oidc_request_url(explicit.as_deref(), env.as_deref(), &connection) {
+                    Ok(Some(url)) => {
+                        assert_safe(&url);
+                        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+                        prop_assert!(pairs.contains(&("api-version".into(), "7.1".into())), "{url}");
+                        prop_assert!(pairs.contains(&("serviceConnectionId".into(), connection.clone())), "{url}");
+                    }
+                    Ok(None) => prop_assert!(
+                        explicit.as_deref().map_or(env.as_deref().is_none_or(|e| e.trim().is_empty()), |e| e.trim().is_empty())
+                    ),
+                    Err(e) => prop_assert!(!e.is_empty()),
+                }
+            }
         }
     }
 }

@@ -5,9 +5,12 @@ use crate::{
     AccessTokenInfo,
     assertion::{AzurePipelinesAssertion, OidcToken},
     clock::Clock,
-    endpoint, error,
+    endpoint,
+    error::{Failure, Section},
     http::{self, HttpClient, Response},
     jwt::FederationClaims,
+    request::{CAE_ONLY_CLAIMS, Key},
+    token,
 };
 use azure_core::{
     Bytes,
@@ -29,13 +32,7 @@ const MAX_LIFETIME: Duration = Duration::days(7);
 /// Tokens living this long are refreshed at half-life (MSAL's rule).
 const LONG_LIVED: Duration = Duration::hours(2);
 
-/// What a token request asks for, after validation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct TokenRequest {
-    pub(crate) tenant: String,
-    pub(crate) scopes: Vec<String>,
-    pub(crate) claims: Option<String>,
-}
+pub(crate) const TOKEN_ENDPOINT: &str = "Microsoft Entra ID token endpoint";
 
 /// Exchanges OIDC tokens for access tokens at one authority.
 #[derive(Debug)]
@@ -43,7 +40,7 @@ pub(crate) struct TokenExchange {
     client_id: String,
     authority: Url,
     http: Arc<HttpClient>,
-    clock: Arc<dyn Clock>,
+    clock: Clock,
 }
 
 impl TokenExchange {
@@ -51,7 +48,7 @@ impl TokenExchange {
         client_id: String,
         authority: Url,
         http: Arc<HttpClient>,
-        clock: Arc<dyn Clock>,
+        clock: Clock,
     ) -> Self {
         Self {
             client_id,
@@ -61,26 +58,33 @@ impl TokenExchange {
         }
     }
 
-    /// An access token for `request`, with an OIDC token from `assertion`.
+    /// An access token for `key`, with an OIDC token from `assertion`. `claims` is the `claims`
+    /// form value of a request with a challenge (CAE merged in); without it a CAE key sends the
+    /// CAE capability alone. Requests carry `ctx`.
     ///
     /// When Entra says the OIDC token expired (AADSTS700024), a fresh one is fetched and the
     /// exchange tried once more.
     pub(crate) async fn acquire(
         &self,
         assertion: &AzurePipelinesAssertion,
-        request: &TokenRequest,
-    ) -> azure_core::Result<AccessTokenInfo> {
-        let oidc = assertion.reusable_token().await?;
-        match self.exchange(&oidc, request).await {
-            Err(Failure::AssertionExpired(_)) => {
+        key: &Key,
+        claims: Option<&str>,
+        ctx: &Context<'_>,
+    ) -> Result<AccessTokenInfo, Arc<Failure>> {
+        let claims = claims.or(key.cae.then_some(CAE_ONLY_CLAIMS));
+        let oidc = assertion.reusable_token(ctx).await?;
+        match self.exchange(&oidc, key, claims, ctx).await {
+            Err(Refusal::AssertionExpired(_)) => {
                 tracing::debug!(target: "azure_pipelines_credential", "OIDC token expired at Entra ID; fetching a new one");
                 assertion.forget(&oidc);
-                let oidc = assertion.reusable_token().await?;
-                self.exchange(&oidc, request).await.map_err(|f| match f {
-                    Failure::AssertionExpired(e) | Failure::Other(e) => e,
-                })
+                let oidc = assertion.reusable_token(ctx).await?;
+                self.exchange(&oidc, key, claims, ctx)
+                    .await
+                    .map_err(|refusal| match refusal {
+                        Refusal::AssertionExpired(f) | Refusal::Other(f) => Arc::new(f),
+                    })
             }
-            Err(Failure::Other(e)) => Err(e),
+            Err(Refusal::Other(f)) => Err(Arc::new(f)),
             Ok(token) => Ok(token),
         }
     }
@@ -88,9 +92,11 @@ impl TokenExchange {
     async fn exchange(
         &self,
         oidc: &OidcToken,
-        request: &TokenRequest,
-    ) -> Result<AccessTokenInfo, Failure> {
-        let url = endpoint::token_endpoint(&self.authority, &request.tenant);
+        key: &Key,
+        claims: Option<&str>,
+        ctx: &Context<'_>,
+    ) -> Result<AccessTokenInfo, Refusal> {
+        let url = endpoint::token_endpoint(&self.authority, &key.tenant);
         let mut http_request = Request::new(url, Method::Post);
         http_request.insert_header(
             CONTENT_TYPE,
@@ -98,19 +104,12 @@ impl TokenExchange {
         );
         // The form holds the assertion: kept here as well as in the request, so that it can be
         // zeroed once the request is done (if the transport kept no reference to it).
-        let form = Bytes::from(form_body(&self.client_id, oidc.secret(), request));
+        let form = Bytes::from(form_body(&self.client_id, oidc.secret(), key, claims));
         http_request.set_body(form.clone());
-        let sent = self
-            .http
-            .send(
-                &Context::new(),
-                &mut http_request,
-                "Microsoft Entra ID token endpoint",
-            )
-            .await;
+        let sent = self.http.send(ctx, &mut http_request, TOKEN_ENDPOINT).await;
         drop(http_request);
         http::wipe("token request body", form);
-        let response = sent.map_err(Failure::Other)?;
+        let response = sent.map_err(Refusal::Other)?;
         let now = self.clock.now();
         if response.status.is_success() {
             let parsed = parse_token_response(&response.body, now);
@@ -118,11 +117,14 @@ impl TokenExchange {
             let (status, headers) = (response.status, response.headers);
             http::wipe("token response body", response.body);
             let token = parsed.map_err(|cause| {
-                Failure::Other(error::failed(format!(
-                    "{cause} (HTTP {} from Microsoft Entra ID{})",
-                    u16::from(status),
-                    http::diagnostic_headers(&headers)
-                )))
+                Refusal::Other(Failure::new(
+                    Section::InvalidTokenResponse,
+                    format!(
+                        "{cause} (HTTP {} from Microsoft Entra ID{})",
+                        u16::from(status),
+                        http::diagnostic_headers(&headers)
+                    ),
+                ))
             })?;
             tracing::debug!(target: "azure_pipelines_credential", "access token exchanged");
             return Ok(token);
@@ -130,16 +132,19 @@ impl TokenExchange {
         Err(self.failure(response, oidc.claims()))
     }
 
-    fn failure(&self, response: Response, federation: &FederationClaims) -> Failure {
+    fn failure(&self, response: Response, federation: &FederationClaims) -> Refusal {
         let status = u16::from(response.status);
         let entra = EntraError::parse(&response.body);
-        let cause = match &entra {
+        let (section, cause) = match &entra {
             Some(entra) => entra_failure_cause(entra, &self.client_id, federation),
-            None => format!(
-                "Microsoft Entra ID answered HTTP {status} {} with a body that is not an Entra \
-                 error. Check the authority host ({}).",
-                response.status.canonical_reason(),
-                self.authority
+            None => (
+                Section::EntraError,
+                format!(
+                    "Microsoft Entra ID answered HTTP {status} {} with a body that is not an \
+                     Entra error. Check the authority host ({}).",
+                    response.status.canonical_reason(),
+                    self.authority
+                ),
             ),
         };
         let expired = entra.as_ref().is_some_and(|e| e.codes.contains(&700024));
@@ -155,29 +160,30 @@ impl TokenExchange {
             },
             format!("HTTP {status} from Microsoft Entra ID"),
         );
-        let error = error::failed_with(cause, source);
+        let failure = Failure::new(section, cause).with_source(source);
         if expired {
-            Failure::AssertionExpired(error)
+            Refusal::AssertionExpired(failure)
         } else {
-            Failure::Other(error)
+            Refusal::Other(failure)
         }
     }
 }
 
-enum Failure {
-    AssertionExpired(azure_core::Error),
-    Other(azure_core::Error),
+/// Why an exchange produced no token: the one refusal worth another try, or anything else.
+enum Refusal {
+    AssertionExpired(Failure),
+    Other(Failure),
 }
 
 /// The form of the token request.
-fn form_body(client_id: &str, assertion: &Secret, request: &TokenRequest) -> String {
+fn form_body(client_id: &str, assertion: &Secret, key: &Key, claims: Option<&str>) -> String {
     let mut form = form_urlencoded::Serializer::new(String::new());
     form.append_pair("client_assertion", assertion.secret())
         .append_pair("client_assertion_type", ASSERTION_TYPE)
         .append_pair("client_id", client_id)
         .append_pair("grant_type", "client_credentials")
-        .append_pair("scope", &request.scopes.join(" "));
-    if let Some(claims) = &request.claims {
+        .append_pair("scope", &key.scope_param());
+    if let Some(claims) = claims {
         form.append_pair("claims", claims);
     }
     form.finish()
@@ -217,11 +223,23 @@ pub(crate) fn parse_token_response(
     };
     // Moved out of the parsed JSON, not copied: one fewer copy of the token left in freed memory.
     let token = match fields.remove("access_token") {
-        Some(Value::String(t)) if !t.trim().is_empty() => t,
+        Some(Value::String(t)) if t.trim().is_empty() => {
+            return Err(
+                "Microsoft Entra ID's token response has an empty access_token.".to_owned(),
+            );
+        }
+        Some(Value::String(t)) if !token::is_token_text(&t) => {
+            return Err(
+                "Microsoft Entra ID's access_token contains characters outside a token's \
+                 alphabet (whitespace, control or punctuation characters); it was refused. Check \
+                 the authority host."
+                    .to_owned(),
+            );
+        }
+        Some(Value::String(t)) => t,
         Some(_) => {
             return Err(
-                "Microsoft Entra ID's token response has an empty or non-string access_token."
-                    .to_owned(),
+                "Microsoft Entra ID's token response has a non-string access_token.".to_owned(),
             );
         }
         None => return Err("Microsoft Entra ID's token response has no access_token.".to_owned()),
@@ -325,12 +343,12 @@ impl EntraError {
     }
 }
 
-/// What an Entra error means for this credential, and how to fix it.
+/// What an Entra error means for this credential, how to fix it, and the section explaining it.
 pub(crate) fn entra_failure_cause(
     entra: &EntraError,
     client_id: &str,
     federation: &FederationClaims,
-) -> String {
+) -> (Section, String) {
     let summary = entra.description.lines().next().unwrap_or_default().trim();
     let ids = [
         Some(format!("error: {}", entra.error)),
@@ -356,41 +374,66 @@ pub(crate) fn entra_failure_cause(
     ]
     .into_iter()
     .find(|(code, _)| entra.codes.contains(code));
-    let advice = if let Some((_, what)) = mismatch {
-        format!(
-            "No federated identity credential of the app '{client_id}' matches the OIDC token's \
+    let (section, advice) = if let Some((_, what)) = mismatch {
+        (
+            Section::FederationMismatch,
+            format!(
+                "No federated identity credential of the app '{client_id}' matches the OIDC token's \
              {what}. The token has issuer '{}', subject '{}' and audience '{}'; the federated \
              credential on the app registration (or managed identity) must match them exactly.",
-            shown(&federation.iss),
-            shown(&federation.sub),
-            shown(&federation.aud)
+                shown(&federation.iss),
+                shown(&federation.sub),
+                shown(&federation.aud)
+            ),
         )
     } else if entra.codes.contains(&700024) {
-        "Microsoft Entra ID says the OIDC token (client assertion) is not within its valid time \
-         range, even after a new one was fetched. Check this machine's clock."
-            .to_owned()
+        (
+            Section::AssertionExpired,
+            "Microsoft Entra ID says the OIDC token (client assertion) is not within its valid \
+             time range, even after a new one was fetched. Check this machine's clock, and that \
+             nothing on the way caches the OIDC endpoint's responses."
+                .to_owned(),
+        )
     } else if entra.error == "temporarily_unavailable" || entra.codes.contains(&90033) {
         // A 503 from Entra, still there after the retries: not a refusal of this identity.
-        "Microsoft Entra ID is temporarily unavailable, after the retries that \
-         client_options.retry allows. Run the job again later."
-            .to_owned()
+        (
+            Section::EntraUnavailable,
+            "Microsoft Entra ID is temporarily unavailable, after the retries that \
+             client_options.retry allows. Run the job again later."
+                .to_owned(),
+        )
     } else if entra.codes.contains(&700016) {
-        format!(
-            "The application '{client_id}' was not found in the tenant. Check the client ID \
-             (AZURESUBSCRIPTION_CLIENT_ID) and the tenant ID of the service connection."
+        (
+            Section::ApplicationNotFound,
+            format!(
+                "The application '{client_id}' was not found in the tenant. Check the client ID \
+                 (AZURESUBSCRIPTION_CLIENT_ID) and the tenant ID of the service connection."
+            ),
         )
     } else if entra.codes.contains(&90002) {
-        "The tenant was not found. Check the tenant ID (AZURESUBSCRIPTION_TENANT_ID) and the \
-         authority host for your cloud."
-            .to_owned()
+        (
+            Section::TenantNotFound,
+            "The tenant was not found. Check the tenant ID (AZURESUBSCRIPTION_TENANT_ID) and the \
+             authority host for your cloud."
+                .to_owned(),
+        )
     } else if entra.codes.contains(&50027) || entra.codes.contains(&7000215) {
-        "Microsoft Entra ID did not accept the OIDC token as a client assertion. Check that the \
-         service connection uses workload identity federation."
-            .to_owned()
+        (
+            Section::AssertionNotAccepted,
+            "Microsoft Entra ID did not accept the OIDC token as a client assertion. Check that \
+             the service connection uses workload identity federation."
+                .to_owned(),
+        )
     } else {
-        "Microsoft Entra ID refused the token request.".to_owned()
+        (
+            Section::EntraError,
+            "Microsoft Entra ID refused the token request.".to_owned(),
+        )
     };
-    format!("{advice} Entra ID said: \"{summary}\" ({ids})")
+    (
+        section,
+        format!("{advice} Entra ID said: \"{summary}\" ({ids})"),
+    )
 }
 
 #[cfg(test)]
@@ -502,11 +545,15 @@ mod tests {
             (r#"{"expires_in":5}"#, Err("no access_token")),
             (
                 r#"{"expires_in":5,"access_token":""}"#,
-                Err("empty or non-string"),
+                Err("empty access_token"),
             ),
             (
                 r#"{"expires_in":5,"access_token":5}"#,
-                Err("empty or non-string"),
+                Err("non-string access_token"),
+            ),
+            (
+                r#"{"expires_in":5,"access_token":"a.b\n##vso[task.setvariable variable=PATH]x"}"#,
+                Err("alphabet"),
             ),
             (
                 r#"{"expires_in":5,"access_token":"#,
@@ -552,23 +599,19 @@ mod tests {
 
     #[test]
     fn form_body_is_encoded() {
-        let request = TokenRequest {
+        let key = Key {
             tenant: "t".into(),
-            scopes: vec!["https://storage.azure.com/.default".into(), "b c".into()],
-            claims: Some(r#"{"a":1}"#.into()),
+            scopes: ["https://storage.azure.com/.default".into(), "b c".into()].into(),
+            cae: false,
         };
-        let form = form_body("client", &Secret::new("x.y+z"), &request);
+        let form = form_body("client", &Secret::new("x.y+z"), &key, Some(r#"{"a":1}"#));
         assert_eq!(
             form,
             "client_assertion=x.y%2Bz&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer\
              &client_id=client&grant_type=client_credentials&scope=https%3A%2F%2Fstorage.azure.com%2F.default+b+c\
              &claims=%7B%22a%22%3A1%7D"
         );
-        let no_claims = TokenRequest {
-            claims: None,
-            ..request
-        };
-        assert!(!form_body("client", &Secret::new("a"), &no_claims).contains("claims"));
+        assert!(!form_body("client", &Secret::new("a"), &key, None).contains("claims"));
     }
 
     #[test]
@@ -584,10 +627,12 @@ mod tests {
                 r#"{{"error":"{error}","error_description":"AADSTS{code}: Something.\r\nTrace ID: t\r\n","error_codes":[{code}],"trace_id":"tid","correlation_id":"cid"}}"#
             )
         };
-        let cases: &[(i64, &str, &[&str])] = &[
+        use Section as S;
+        let cases: &[(i64, &str, Section, &[&str])] = &[
             (
                 700211,
                 "invalid_request",
+                S::FederationMismatch,
                 &[
                     "issuer",
                     "https://vstoken.dev.azure.com/org",
@@ -595,24 +640,52 @@ mod tests {
                     "api://AzureADTokenExchange",
                 ],
             ),
-            (700212, "invalid_request", &["audience"]),
-            (700213, "invalid_request", &["subject", "'client'"]),
-            (700024, "invalid_client", &["valid time range", "clock"]),
+            (
+                700212,
+                "invalid_request",
+                S::FederationMismatch,
+                &["audience"],
+            ),
+            (
+                700213,
+                "invalid_request",
+                S::FederationMismatch,
+                &["subject", "'client'"],
+            ),
+            (
+                700024,
+                "invalid_client",
+                S::AssertionExpired,
+                &["valid time range", "clock"],
+            ),
             (
                 700016,
                 "unauthorized_client",
+                S::ApplicationNotFound,
                 &["was not found in the tenant"],
             ),
-            (90002, "invalid_request", &["tenant was not found"]),
-            (50027, "invalid_client", &["workload identity federation"]),
+            (
+                90002,
+                "invalid_request",
+                S::TenantNotFound,
+                &["tenant was not found"],
+            ),
+            (
+                50027,
+                "invalid_client",
+                S::AssertionNotAccepted,
+                &["workload identity federation"],
+            ),
             (
                 90033,
                 "temporarily_unavailable",
+                S::EntraUnavailable,
                 &["temporarily unavailable", "AADSTS90033"],
             ),
             (
                 12345,
                 "server_error",
+                S::EntraError,
                 &[
                     "refused the token request",
                     "AADSTS12345: Something.",
@@ -623,9 +696,10 @@ mod tests {
                 ],
             ),
         ];
-        for (code, error, needles) in cases {
+        for (code, error, section, needles) in cases {
             let entra = EntraError::parse(body(*code, error).as_bytes()).unwrap();
-            let cause = entra_failure_cause(&entra, "client", &federation);
+            let (got, cause) = entra_failure_cause(&entra, "client", &federation);
+            assert_eq!(got, *section, "{code}");
             for needle in *needles {
                 assert!(cause.contains(needle), "{code}: {cause}");
             }
@@ -640,5 +714,148 @@ mod tests {
             EntraError::parse(br#"{"error":"x"}"#).unwrap().codes,
             Vec::<i64>::new()
         );
+    }
+
+    mod properties {
+        use super::*;
+        use crate::tests::strategies::{config, json_value, jwt, secret};
+        use proptest::prelude::*;
+        use serde_json::{Map, json};
+
+        /// A value for a seconds field: what Entra sends and what a broken server might.
+        fn seconds_value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                any::<i64>().prop_map(Value::from),
+                (-100_000i64..1_000_000).prop_map(Value::from),
+                (-1e6f64..1e7).prop_map(|x| json!(x)),
+                (-100_000i64..1_000_000).prop_map(|n| Value::from(n.to_string())),
+                "\\PC{0,12}".prop_map(Value::from),
+                Just(Value::Null),
+                Just(json!(true)),
+                Just(json!([1])),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn token_response_never_panics(body in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = parse_token_response(&body, now());
+            }
+
+            #[test]
+            fn token_response_never_panics_on_any_json(value in json_value()) {
+                let _ = parse_token_response(value.to_string().as_bytes(), now());
+            }
+
+            #[test]
+            fn an_accepted_token_is_valid_bearer_and_sanely_timed(
+                token in secret(),
+                expires_in in prop::option::of(seconds_value()),
+                expires_on in prop::option::of(seconds_value()),
+                refresh_in in prop::option::of(seconds_value()),
+                token_type in prop::option::of(prop_oneof![
+                    Just(json!("Bearer")), Just(json!("bearer")), Just(json!("pop")), Just(json!(1)),
+                    Just(Value::Null),
+                ]),
+            ) {
+                let mut body = Map::new();
+                body.insert("access_token".into(), json!(token));
+                for (name, value) in [
+                    ("expires_in", expires_in),
+                    ("expires_on", expires_on),
+                    ("refresh_in", refresh_in),
+                    ("token_type", token_type),
+                ] {
+                    if let Some(value) = value {
+                        body.insert(name.into(), value);
+                    }
+                }
+                let text = Value::Object(body).to_string();
+                match parse_token_response(text.as_bytes(), now()) {
+                    Ok(info) => {
+                        prop_assert_eq!(info.token.secret(), token.as_str());
+                        prop_assert_eq!(info.token_type.as_str(), "Bearer");
+                        prop_assert!(info.expires_on > now(), "already expired: {}", text);
+                        prop_assert!(info.expires_on <= now() + Duration::days(7), "{}", text);
+                        if let Some(refresh_on) = info.refresh_on {
+                            prop_assert!(refresh_on > now() && refresh_on < info.expires_on, "{}", text);
+                        }
+                    }
+                    Err(e) => prop_assert!(!e.contains(&token), "the token in an error: {e}"),
+                }
+            }
+
+            #[test]
+            fn token_response_errors_never_contain_the_access_token(
+                token in secret(),
+                broken in prop_oneof![
+                    Just("expires_in"), Just("token_type"), Just("truncated"), Just("expires_on"),
+                    Just("alphabet"),
+                ],
+            ) {
+                let body = match broken {
+                    "expires_in" => json!({"access_token": token, "expires_in": token}).to_string(),
+                    "expires_on" => json!({"access_token": token, "expires_on": token}).to_string(),
+                    "token_type" => {
+                        json!({"access_token": token, "expires_in": 60, "token_type": token}).to_string()
+                    }
+                    "alphabet" => {
+                        json!({"access_token": format!("{token}\n{token}"), "expires_in": 60}).to_string()
+                    }
+                    _ => format!("{{\"access_token\":\"{token}\",\"expires_in\":"),
+                };
+                let e = parse_token_response(body.as_bytes(), now()).unwrap_err();
+                prop_assert!(!e.contains(&token), "{e}");
+            }
+
+            #[test]
+            fn entra_failure_never_panics(
+                body in prop::collection::vec(any::<u8>(), 0..512),
+                client_id in "\\PC{0,40}",
+                assertion in "\\PC{0,80}",
+            ) {
+                if let Some(entra) = EntraError::parse(&body) {
+                    let federation = FederationClaims::from_token(&assertion);
+                    let _ = entra_failure_cause(&entra, &client_id, &federation);
+                }
+            }
+
+            #[test]
+            fn entra_failure_reads_codes_and_never_quotes_the_assertion_signature(
+                error in "[a-z_]{1,24}",
+                codes in prop::collection::vec(prop_oneof![
+                    Just(700_024i64), Just(700_211), Just(700_212), Just(700_213), Just(700_016),
+                    Just(90_002), Just(50_027), Just(7_000_215), any::<i64>(),
+                ], 0..4),
+                description in "\\PC{0,200}",
+                extra in json_value(),
+                signature in secret(),
+            ) {
+                let body = json!({
+                    "error": error,
+                    "error_description": description,
+                    "error_codes": codes,
+                    "trace_id": "t",
+                    "correlation_id": "c",
+                    "extra": extra,
+                })
+                .to_string();
+                let assertion = jwt(
+                    &json!({"iss": "https://vstoken.dev.azure.com/o", "sub": "sc://o/p/c", "aud": "api://AzureADTokenExchange"}),
+                    &signature,
+                );
+                let entra = EntraError::parse(body.as_bytes()).unwrap();
+                prop_assert_eq!(&entra.error, &error);
+                prop_assert_eq!(&entra.codes, &codes);
+                let federation = FederationClaims::from_token(&assertion);
+                let (_, cause) = entra_failure_cause(&entra, "client", &federation);
+                let named = format!("error: {error}");
+                prop_assert!(cause.contains(&named), "{}", cause);
+                prop_assert!(!cause.contains(&signature), "{}", cause);
+                prop_assert!(!cause.contains(&assertion));
+            }
+        }
     }
 }

@@ -1,7 +1,10 @@
 //! The HTTP client both endpoints share: the azure_core pipeline (so the user's retry, transport
 //! and logging options apply), a cap on response bodies, and `close`.
 
-use crate::{error, timeout};
+use crate::{
+    error::{Failure, Section},
+    timeout::{self, Elapsed},
+};
 use arc_swap::ArcSwapOption;
 use azure_core::{
     Bytes,
@@ -45,6 +48,12 @@ impl HttpClient {
     /// A client whose every attempt (each retry included) must see response headers within
     /// `attempt_timeout`, and then the whole body within `attempt_timeout` again.
     pub(crate) fn new(mut options: ClientOptions, attempt_timeout: Duration) -> Self {
+        #[cfg(feature = "reqwest")]
+        if options.transport.is_none() {
+            options.transport = Some(azure_core::http::Transport::new(std::sync::Arc::new(
+                crate::transport::DefaultTransport::default(),
+            )));
+        }
         options
             .logging
             .additional_allowed_header_names
@@ -84,8 +93,8 @@ impl HttpClient {
         ctx: &Context<'_>,
         request: &mut Request,
         endpoint_name: &str,
-    ) -> azure_core::Result<Response> {
-        let pipeline = self.pipeline.load_full().ok_or_else(error::closed)?;
+    ) -> Result<Response, Failure> {
+        let pipeline = self.pipeline.load_full().ok_or_else(Failure::closed)?;
         let response = pipeline
             .stream(
                 ctx,
@@ -102,17 +111,25 @@ impl HttpClient {
         let reading = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| {
-                    error::failed_with(
-                        format!("Reading the response of the {endpoint_name} failed: {e}."),
-                        e,
+                    Failure::new(
+                        Section::NetworkError,
+                        format!(
+                            "Reading the response of the {endpoint_name} failed (HTTP {status}): \
+                             {}. Check the network and the endpoint's address.",
+                            causes(&e)
+                        ),
                     )
+                    .with_source(e)
                 })?;
                 if collected.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Err(error::failed(format!(
-                        "The {endpoint_name} sent a response body larger than {MAX_BODY_BYTES} \
-                         bytes (HTTP {status}); it was refused unread. Check that the endpoint's \
-                         address is right."
-                    )));
+                    return Err(Failure::new(
+                        Section::ResponseTooLarge,
+                        format!(
+                            "The {endpoint_name} sent a response body larger than \
+                             {MAX_BODY_BYTES} bytes (HTTP {status}); it was refused unread. Check \
+                             that the endpoint's address is right."
+                        ),
+                    ));
                 }
                 collected.extend_from_slice(&chunk);
             }
@@ -120,15 +137,18 @@ impl HttpClient {
         };
         // The retry policy has returned by now, so a body that stalls is not retried; the
         // limit only keeps it from holding the caller until the overall budget runs out.
-        match tokio::time::timeout(self.attempt_timeout, reading).await {
+        match timeout::within(self.attempt_timeout, reading).await {
             Ok(read) => read?,
-            Err(_elapsed) => {
-                return Err(error::failed(format!(
-                    "The {endpoint_name} sent response headers (HTTP {status}) but not the whole \
-                     body within {} (attempt_timeout). Check the network, or raise \
-                     AzurePipelinesCredentialOptions::attempt_timeout.",
-                    timeout::seconds(self.attempt_timeout)
-                )));
+            Err(Elapsed) => {
+                return Err(Failure::new(
+                    Section::AttemptTimeout,
+                    format!(
+                        "The {endpoint_name} sent response headers (HTTP {status}) but not the \
+                         whole body within {} (attempt_timeout). Check the network, or raise \
+                         AzurePipelinesCredentialOptions::attempt_timeout.",
+                        timeout::seconds(self.attempt_timeout)
+                    ),
+                ));
             }
         }
         Ok(Response {
@@ -141,14 +161,15 @@ impl HttpClient {
 
 /// The error for a request that got no response: timed out on every attempt, or a transport
 /// error (refused or dropped connection, TLS), with the underlying causes spelled out.
-fn send_failure(e: azure_core::Error, endpoint_name: &str) -> azure_core::Error {
+fn send_failure(e: azure_core::Error, endpoint_name: &str) -> Failure {
     if let Some(t) = timeout::attempt_timed_out(&e) {
         let attempts = if t.attempt == 1 {
             "1 attempt".to_owned()
         } else {
             format!("{} attempts", t.attempt)
         };
-        return error::failed_with(
+        return Failure::new(
+            Section::AttemptTimeout,
             format!(
                 "The {endpoint_name} did not answer within {} (attempt_timeout); {attempts} in \
                  all, as client_options.retry allows. Check the network and the endpoint's \
@@ -156,17 +177,18 @@ fn send_failure(e: azure_core::Error, endpoint_name: &str) -> azure_core::Error 
                  if the endpoint is just slow.",
                 timeout::seconds(t.limit)
             ),
-            e,
-        );
+        )
+        .with_source(e);
     }
-    error::failed_with(
+    Failure::new(
+        Section::NetworkError,
         format!(
             "The request to the {endpoint_name} could not be completed, after the retries that \
              client_options.retry allows: {}. Check the network and the endpoint's address.",
             causes(&e)
         ),
-        e,
     )
+    .with_source(e)
 }
 
 /// The messages of `error` and its sources, joined by `: `, each said once.

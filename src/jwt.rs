@@ -2,8 +2,7 @@
 //!
 //! The credential never trusts or verifies tokens (Entra does that); it decodes the OIDC token's
 //! `iss`, `sub`, `aud` and `exp` to explain federation mismatches and to know when the token
-//! expires, and tools print an access token's non-secret claims. The signature, which is what
-//! makes a token usable, is never read.
+//! expires. The signature, which is what makes a token usable, is never read.
 
 use base64::{
     Engine as _,
@@ -19,21 +18,9 @@ const BASE64URL: GeneralPurpose = GeneralPurpose::new(
 /// Tokens bigger than this are not JWTs anyone should be decoding.
 const MAX_TOKEN_LEN: usize = 64 * 1024;
 
-/// Decodes the payload (claims) of a compact JWT without verifying its signature.
-///
-/// Returns `None` when `token` is not three dot-separated base64url parts whose middle part is
-/// a JSON object.
-///
-/// ```
-/// use azure_pipelines_credential::jwt::decode_claims;
-///
-/// // {"alg":"none"} . {"iss":"https://issuer","exp":1} . (no signature)
-/// let token = "eyJhbGciOiJub25lIn0.eyJpc3MiOiJodHRwczovL2lzc3VlciIsImV4cCI6MX0.";
-/// let claims = decode_claims(token).unwrap();
-/// assert_eq!(claims["iss"], "https://issuer");
-/// assert_eq!(claims["exp"], 1);
-/// ```
-pub fn decode_claims(token: &str) -> Option<Map<String, Value>> {
+/// Decodes the payload (claims) of a compact JWT without verifying its signature; `None` when
+/// `token` is not three dot-separated base64url parts whose middle part is a JSON object.
+pub(crate) fn decode_claims(token: &str) -> Option<Map<String, Value>> {
     if token.len() > MAX_TOKEN_LEN {
         return None;
     }
@@ -135,5 +122,52 @@ mod tests {
         );
         let odd = FederationClaims::from_token(&jwt(r#"{"iss":5,"exp":"soon"}"#));
         assert_eq!(odd, FederationClaims::default());
+    }
+
+    mod properties {
+        use super::*;
+        use crate::tests::strategies::{config, json_value, jwt, secret};
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn decoding_never_panics(token in "\\PC{0,300}") {
+                let _ = decode_claims(&token);
+                let _ = FederationClaims::from_token(&token);
+            }
+
+            #[test]
+            fn decoding_never_panics_on_dotted_base64(
+                parts in prop::collection::vec("[A-Za-z0-9_=+/-]{0,60}", 0..5),
+            ) {
+                let token = parts.join(".");
+                let _ = FederationClaims::from_token(&token);
+            }
+
+            #[test]
+            fn federation_claims_round_trip(
+                iss in "\\PC{0,40}",
+                sub in "\\PC{0,40}",
+                aud in "\\PC{0,40}",
+                exp in any::<i64>(),
+                signature in secret(),
+            ) {
+                let token = jwt(&json!({"iss": iss, "sub": sub, "aud": aud, "exp": exp}), &signature);
+                let c = FederationClaims::from_token(&token);
+                prop_assert_eq!(c.iss.as_deref(), Some(iss.as_str()));
+                prop_assert_eq!(c.sub.as_deref(), Some(sub.as_str()));
+                prop_assert_eq!(c.aud.as_deref(), Some(aud.as_str()));
+                prop_assert_eq!(c.exp, Some(exp));
+            }
+
+            #[test]
+            fn federation_claims_tolerate_any_claim_shapes(payload in json_value(), signature in secret()) {
+                let token = jwt(&payload, &signature);
+                let _ = FederationClaims::from_token(&token);
+            }
+        }
     }
 }

@@ -6,37 +6,35 @@
 mod assertion;
 mod cache;
 mod chain;
-mod claims;
-pub mod clock;
-mod context;
+mod clock;
 mod credential;
 mod endpoint;
 mod error;
 mod exchange;
+mod flight;
 mod http;
-pub mod jwt;
-#[cfg(feature = "persistent-cache")]
+mod jwt;
 mod persistent_cache;
-mod single_flight;
+mod request;
 mod tenant;
 mod timeout;
 mod token;
+#[cfg(feature = "reqwest")]
+mod transport;
 
-#[cfg(feature = "emulator")]
-#[cfg_attr(docsrs, doc(cfg(feature = "emulator")))]
-pub mod emulator;
-
-// Not public API: the pure parsers, exposed for the fuzz targets and property tests.
-#[cfg(feature = "fuzzing")]
-#[doc(hidden)]
+// The fuzz targets' bodies: cargo-fuzz builds with `--cfg fuzzing`; the tests replay the corpus.
+#[cfg(any(fuzzing, test))]
+#[cfg_attr(fuzzing, doc(hidden))]
 pub mod fuzzing;
+#[cfg(test)]
+mod tests;
 
 pub use assertion::{AzurePipelinesAssertion, AzurePipelinesAssertionOptions};
-pub use chain::{ChainedTokenCredential, PipelineAwareCredential, PipelineAwareCredentialOptions};
-pub use context::TokenRequestContext;
+pub use chain::{
+    ChainMember, ChainedTokenCredential, PipelineAwareCredential, PipelineAwareCredentialOptions,
+};
 pub use credential::{AzurePipelinesCredential, AzurePipelinesCredentialOptions};
 pub use error::is_unavailable;
-#[cfg(feature = "persistent-cache")]
-#[cfg_attr(docsrs, doc(cfg(feature = "persistent-cache")))]
 pub use persistent_cache::PersistentCacheOptions;
+pub use request::TokenRequestContext;
 pub use token::AccessTokenInfo;

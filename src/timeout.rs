@@ -1,23 +1,37 @@
 //! Timeouts, so that a hung endpoint never blocks `get_token` forever.
 //!
-//! Two limits, both on tokio's clock:
+//! Two limits, both on the clock of azure_core's async runtime (the one its retry policy sleeps
+//! on), so they work on whatever runtime the application installed:
 //! - **per attempt** ([`AttemptTimeoutPolicy`]): a per-try policy of the azure_core pipeline, so
 //!   it sits *inside* the retry policy. An attempt that produces no response headers in time
 //!   fails with an [`ErrorKind::Io`] error, which azure_core's retry policy treats like a
 //!   dropped connection: it retries it with its usual back-off, up to its own limits.
-//! - **per acquisition** ([`within_budget`]): around everything one token acquisition does (the
-//!   OIDC fetch, the exchange, every retry and `Retry-After` wait), so that no retry setting can
-//!   hold a caller longer than the budget.
+//! - **per acquisition** ([`budget`]): around everything one token acquisition does (the OIDC
+//!   fetch, the exchange, every retry and `Retry-After` wait), so that no retry setting can hold
+//!   a caller longer than `token_timeout`.
 
+use crate::error::{Failure, Section};
 use async_trait::async_trait;
 use azure_core::{
+    async_runtime::get_async_runtime,
     error::ErrorKind,
     http::{
         Context, Request,
         policies::{Policy, PolicyResult, RetryPolicyCount},
     },
 };
-use std::{error::Error as StdError, fmt, future::Future, sync::Arc, time::Duration};
+use futures::future::{Either, select};
+use std::{
+    error::Error as StdError,
+    fmt,
+    future::Future,
+    pin::pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
 
 /// The default of `attempt_timeout`: how long one HTTP attempt may wait for response headers.
 pub(crate) const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,13 +46,16 @@ pub(crate) fn configured(
     value: Option<Duration>,
     default: Duration,
     name: &str,
-) -> Result<Duration, String> {
+) -> Result<Duration, Failure> {
     match value {
         None => Ok(default),
-        Some(d) if d.is_zero() => Err(format!(
-            "{name} is zero, so every request would time out at once. Leave it None for the \
-             default ({}) or give a positive duration (Duration::MAX for no limit).",
-            seconds(default)
+        Some(d) if d.is_zero() => Err(Failure::new(
+            Section::ZeroTimeout,
+            format!(
+                "{name} is zero, so every request would time out at once. Leave it None for the \
+                 default ({}) or give a positive duration (Duration::MAX for no limit).",
+                seconds(default)
+            ),
         )),
         Some(d) => Ok(d),
     }
@@ -54,7 +71,67 @@ pub(crate) fn seconds(d: Duration) -> String {
     }
 }
 
-/// The per-try policy that bounds each attempt.
+/// The limit ran out before the work finished.
+#[derive(Debug)]
+pub(crate) struct Elapsed;
+
+/// Runs `work`, giving up after `limit` on azure_core's async runtime clock. A limit too large for
+/// that clock (such as `Duration::MAX`) means no limit.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    work: impl Future<Output = T>,
+) -> Result<T, Elapsed> {
+    let Ok(limit) = azure_core::time::Duration::try_from(limit) else {
+        return Ok(work.await);
+    };
+    match select(pin!(work), get_async_runtime().sleep(limit)).await {
+        Either::Left((done, _)) => Ok(done),
+        Either::Right(((), _)) => Err(Elapsed),
+    }
+}
+
+/// Runs one token acquisition within `limit` (`token_timeout`).
+///
+/// On expiry the acquisition is dropped (cancelling the request in flight) and the failure names
+/// the limit and `stage()`, the endpoint that was being waited for, asked while the acquisition
+/// is still there to tell.
+pub(crate) async fn budget<T>(
+    limit: Duration,
+    stage: impl FnOnce() -> &'static str,
+    acquisition: impl Future<Output = Result<T, Arc<Failure>>>,
+) -> Result<T, Arc<Failure>> {
+    let Ok(clock_limit) = azure_core::time::Duration::try_from(limit) else {
+        return acquisition.await;
+    };
+    let acquisition = pin!(acquisition);
+    match select(acquisition, get_async_runtime().sleep(clock_limit)).await {
+        Either::Left((done, _)) => done,
+        Either::Right(((), _still_waiting)) => Err(Arc::new(Failure::new(
+            Section::TokenTimeout,
+            format!(
+                "The token request did not complete within {} (token_timeout): it was still \
+                 waiting for the {} after every retry that fitted in that time. Check the network \
+                 and the endpoint's status, or raise AzurePipelinesCredentialOptions::token_timeout \
+                 if the endpoint is just slow.",
+                seconds(limit),
+                stage()
+            ),
+        ))),
+    }
+}
+
+/// The attempts an acquisition made, counted by [`AttemptTimeoutPolicy`] when the request's
+/// context holds one: what its tracing span reports as `requests`.
+#[derive(Debug, Default)]
+pub(crate) struct Attempts(AtomicU32);
+
+impl Attempts {
+    pub(crate) fn count(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The per-try policy that bounds each attempt (and counts it).
 #[derive(Debug)]
 pub(crate) struct AttemptTimeoutPolicy {
     limit: Duration,
@@ -85,9 +162,12 @@ impl Policy for AttemptTimeoutPolicy {
                 "the attempt-timeout policy has no policy after it",
             ));
         };
-        match tokio::time::timeout(self.limit, first.send(ctx, request, rest)).await {
+        if let Some(attempts) = ctx.value::<Attempts>() {
+            attempts.0.fetch_add(1, Ordering::Relaxed);
+        }
+        match within(self.limit, first.send(ctx, request, rest)).await {
             Ok(result) => result,
-            Err(_elapsed) => {
+            Err(Elapsed) => {
                 let timed_out = AttemptTimedOut {
                     limit: self.limit,
                     attempt: ctx.value::<RetryPolicyCount>().map_or(0, |c| **c) + 1,
@@ -128,41 +208,8 @@ impl StdError for AttemptTimedOut {}
 
 /// The [`AttemptTimedOut`] in `error`'s source chain, if any.
 pub(crate) fn attempt_timed_out(error: &azure_core::Error) -> Option<AttemptTimedOut> {
-    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(e) = current {
-        if let Some(t) = e.downcast_ref::<AttemptTimedOut>() {
-            return Some(*t);
-        }
-        if let Some(inner) = e.downcast_ref::<azure_core::Error>()
-            && let Some(t) = inner.downcast_ref::<AttemptTimedOut>()
-        {
-            return Some(*t);
-        }
-        current = e.source();
-    }
-    None
-}
-
-/// Runs one token acquisition within `budget`.
-///
-/// On expiry the acquisition is dropped (cancelling the request in flight) and the error names
-/// the budget and `stage()`, the endpoint that was being waited for.
-pub(crate) async fn within_budget<T>(
-    budget: Duration,
-    stage: impl FnOnce() -> &'static str,
-    acquisition: impl Future<Output = azure_core::Result<T>>,
-) -> azure_core::Result<T> {
-    match tokio::time::timeout(budget, acquisition).await {
-        Ok(result) => result,
-        Err(_elapsed) => Err(crate::error::failed(format!(
-            "The token request did not complete within {} (token_timeout): it was still \
-             waiting for the {} after every retry that fitted in that time. Check the network \
-             and the endpoint's status, or raise AzurePipelinesCredentialOptions::token_timeout \
-             if the endpoint is just slow.",
-            seconds(budget),
-            stage()
-        ))),
-    }
+    std::iter::successors(Some(error as &(dyn StdError + 'static)), |&e| e.source())
+        .find_map(|e| e.downcast_ref::<AttemptTimedOut>().copied())
 }
 
 #[cfg(test)]
@@ -186,14 +233,15 @@ mod tests {
     #[test]
     fn configured_values() {
         let d = Duration::from_secs(30);
-        assert_eq!(configured(None, d, "x"), Ok(d));
+        assert_eq!(configured(None, d, "x").unwrap(), d);
         assert_eq!(
-            configured(Some(Duration::from_millis(5)), d, "x"),
-            Ok(Duration::from_millis(5))
+            configured(Some(Duration::from_millis(5)), d, "x").unwrap(),
+            Duration::from_millis(5)
         );
         let e = configured(Some(Duration::ZERO), d, "attempt_timeout").unwrap_err();
-        assert!(e.starts_with("attempt_timeout is zero"), "{e}");
-        assert!(e.contains("(30 s)"), "{e}");
+        assert!(e.text().starts_with("attempt_timeout is zero"), "{e}");
+        assert!(e.text().contains("(30 s)"), "{e}");
+        assert_eq!(e.section(), Section::ZeroTimeout);
     }
 
     /// A policy that answers after `delay`.
@@ -222,6 +270,21 @@ mod tests {
         policy.send(&Context::new(), &mut request, &next).await
     }
 
+    #[tokio::test]
+    async fn attempts_are_counted_when_the_context_asks() {
+        let policy = AttemptTimeoutPolicy::new(Duration::from_secs(1));
+        let ctx = Context::new().with_value(Attempts::default());
+        let next: Vec<Arc<dyn Policy>> = vec![Arc::new(Slow(Duration::ZERO))];
+        for _ in 0..3 {
+            let mut request = Request::new(
+                azure_core::http::Url::parse("https://example.test/").unwrap(),
+                Method::Post,
+            );
+            policy.send(&ctx, &mut request, &next).await.unwrap();
+        }
+        assert_eq!(ctx.value::<Attempts>().map(Attempts::count), Some(3));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_slow_attempt_becomes_a_retriable_io_error() {
         let policy = AttemptTimeoutPolicy::new(Duration::from_secs(1));
@@ -239,7 +302,7 @@ mod tests {
         // Found through the retry policy's wrapping too.
         let wrapped = error.with_context("retry policy expired");
         assert!(attempt_timed_out(&wrapped).is_some());
-        assert!(attempt_timed_out(&crate::error::failed("other")).is_none());
+        assert!(attempt_timed_out(&azure_core::Error::with_message(ErrorKind::Io, "x")).is_none());
 
         let empty: Vec<Arc<dyn Policy>> = Vec::new();
         let mut request = Request::new(
@@ -256,9 +319,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_budget_names_itself_and_the_stage() {
-        let ok = within_budget(Duration::from_secs(2), || "x", async { Ok(7) }).await;
+        let ok = budget(Duration::from_secs(2), || "x", async { Ok(7) }).await;
         assert_eq!(ok.unwrap(), 7);
-        let e = within_budget(
+        let e = budget(
             Duration::from_millis(1500),
             || "Microsoft Entra ID token endpoint",
             async {
@@ -268,9 +331,24 @@ mod tests {
         )
         .await
         .unwrap_err();
-        let text = e.to_string();
-        assert!(text.starts_with("AzurePipelinesCredential authentication failed. The token request did not complete within 1.5 s (token_timeout)"), "{text}");
-        assert!(text.contains("Microsoft Entra ID token endpoint"), "{text}");
-        assert!(matches!(e.kind(), ErrorKind::Credential));
+        assert_eq!(e.section(), Section::TokenTimeout);
+        assert!(
+            e.text()
+                .starts_with("The token request did not complete within 1.5 s (token_timeout)"),
+            "{e}"
+        );
+        assert!(
+            e.text().contains("Microsoft Entra ID token endpoint"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_limit_for_durations_the_clock_cannot_hold() {
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(86_400 * 365)).await;
+            5
+        };
+        assert_eq!(within(Duration::MAX, slow).await.unwrap(), 5);
     }
 }

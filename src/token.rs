@@ -25,3 +25,44 @@ impl From<AccessTokenInfo> for AccessToken {
         AccessToken::new(info.token, info.expires_on)
     }
 }
+
+/// Whether `token` is one bearer token: RFC 6750's `b64token` (letters, digits, `-._~+/`, then
+/// `=` padding), which every JWT is.
+///
+/// Tokens are printed by tools, put in headers and handed to pipeline logging commands: a token
+/// with whitespace, a control character or `#`, `[`, `;` could start another header or another
+/// `##vso` command, so such a token is refused wherever it comes from.
+pub(crate) fn is_token_text(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_alphabet() {
+        for ok in ["a.b.c", "eyJ0eXAi.eyJhdWQi.sig-_~+/", "abc==", "x"] {
+            assert!(is_token_text(ok), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "===",
+            "a b",
+            "a\nb",
+            "a.b\n##vso[task.setvariable variable=PATH]x",
+            "a\tb",
+            "a;b",
+            "a]b",
+            "a=b",
+            "tökén",
+            "a\u{0}b",
+        ] {
+            assert!(!is_token_text(bad), "{bad:?}");
+        }
+    }
+}

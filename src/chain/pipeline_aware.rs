@@ -1,14 +1,15 @@
 //! `PipelineAwareCredential`: a `DefaultAzureCredential`-style chain that starts with Azure
 //! Pipelines.
 
-use super::ChainedTokenCredential;
+use super::{ChainMember, ChainedTokenCredential, TokenInfoSource};
 use crate::{
-    AzurePipelinesCredential, AzurePipelinesCredentialOptions, credential::inputs_from_env,
-    endpoint, error,
+    AccessTokenInfo, AzurePipelinesCredential, AzurePipelinesCredentialOptions,
+    clock::Clock,
+    credential, endpoint,
+    error::{Failure, Section, ToError as _},
 };
 use azure_core::{
     credentials::{AccessToken, TokenCredential, TokenRequestOptions},
-    error::{Error, ErrorKind},
     http::ClientOptions,
 };
 use azure_identity::{
@@ -124,9 +125,9 @@ impl PipelineAwareCredential {
         options: PipelineAwareCredentialOptions,
         env: &Env,
     ) -> azure_core::Result<Arc<Self>> {
-        let selection = Selection::parse(env.get(SELECTOR_ENV).as_deref())
-            .map_err(|e| Error::with_message(ErrorKind::Credential, e))?;
-        let mut members: Vec<Arc<dyn TokenCredential>> = Vec::new();
+        let selection =
+            Selection::parse(env.get(SELECTOR_ENV).as_deref()).map_err(|f| f.into_error(NAME))?;
+        let mut members = Vec::new();
         for kind in Kind::ALL {
             if selection.includes(kind) {
                 members.push(kind.build(&options, env, selection == Selection::Only(kind))?);
@@ -137,13 +138,23 @@ impl PipelineAwareCredential {
         }))
     }
 
-    /// The type name of the credential that provided the first token (every later request goes
-    /// to it); `None` until one has.
+    /// The name of the credential that provided the first token (every later request goes to
+    /// it); `None` until one has.
     pub fn selected(&self) -> Option<&str> {
         self.chain.selected()
     }
 
-    /// The type names of the credentials in the chain, in the order they are tried (after
+    /// Requests a token with its expiry, refresh time and type; see
+    /// [`ChainedTokenCredential::get_token_info`].
+    pub async fn get_token_info(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessTokenInfo> {
+        self.chain.get_token_info(scopes, options).await
+    }
+
+    /// The names of the credentials in the chain, in the order they are tried (after
     /// `AZURE_TOKEN_CREDENTIALS`).
     pub fn credential_names(&self) -> impl Iterator<Item = &str> {
         self.chain.credential_names()
@@ -166,6 +177,17 @@ impl TokenCredential for PipelineAwareCredential {
         options: Option<TokenRequestOptions<'_>>,
     ) -> azure_core::Result<AccessToken> {
         self.chain.get_token(scopes, options).await
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenInfoSource for PipelineAwareCredential {
+    async fn token_info(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessTokenInfo> {
+        self.get_token_info(scopes, options).await
     }
 }
 
@@ -234,45 +256,51 @@ impl Kind {
     }
 
     /// The member for this kind: the credential, or a stand-in that reports why it cannot be
-    /// used. Fails only for options that no environment can fix (an invalid tenant ID).
+    /// used. Fails only for options that no environment can fix.
     fn build(
         self,
         options: &PipelineAwareCredentialOptions,
         env: &Env,
         explicitly_selected: bool,
-    ) -> azure_core::Result<Arc<dyn TokenCredential>> {
-        Ok(match self {
-            Kind::Pipelines => pipelines(options, env),
+    ) -> azure_core::Result<ChainMember> {
+        let credential: Arc<dyn TokenCredential> = match self {
+            Kind::Pipelines => match pipelines(options, env) {
+                Ok(credential) => return Ok(ChainMember::new(credential)),
+                Err(standin) => standin,
+            },
             Kind::WorkloadIdentity => workload_identity(options, env),
             Kind::ManagedIdentity => managed_identity(options, env, explicitly_selected),
-            Kind::AzureCli => Arc::new(DeveloperTool {
-                kind: self,
-                credential: AzureCliCredential::new(Some(AzureCliCredentialOptions {
+            Kind::AzureCli => AzureCliCredential::new(Some(AzureCliCredentialOptions {
+                executor: options.executor.clone(),
+                ..Default::default()
+            }))?,
+            Kind::AzureDeveloperCli => {
+                AzureDeveloperCliCredential::new(Some(AzureDeveloperCliCredentialOptions {
                     executor: options.executor.clone(),
                     ..Default::default()
-                }))?,
-            }),
-            Kind::AzureDeveloperCli => Arc::new(DeveloperTool {
-                kind: self,
-                credential: AzureDeveloperCliCredential::new(Some(
-                    AzureDeveloperCliCredentialOptions {
-                        executor: options.executor.clone(),
-                        ..Default::default()
-                    },
-                ))?,
-            }),
+                }))?
+            }
+        };
+        let member = ChainMember::named(self.name(), credential);
+        Ok(if self.is_developer_tool() {
+            member.unavailable_when(move |e| tool_is_absent(self, &e.to_string()))
+        } else {
+            member
         })
     }
 }
 
-fn pipelines(options: &PipelineAwareCredentialOptions, env: &Env) -> Arc<dyn TokenCredential> {
+/// The pipeline credential, or the stand-in saying why there is none.
+fn pipelines(
+    options: &PipelineAwareCredentialOptions,
+    env: &Env,
+) -> Result<Arc<AzurePipelinesCredential>, Arc<dyn TokenCredential>> {
     // What from_env does, with the variables read through `env`.
-    let (tenant_id, client_id, connection, token) = match inputs_from_env(|name| env.get(name)) {
-        Ok(inputs) => inputs,
-        Err(missing) => {
-            return Standin::unavailable(Kind::Pipelines, error::unavailable(missing).to_string());
-        }
-    };
+    let (tenant_id, client_id, connection, token) =
+        match credential::pipeline_inputs(|name| env.get(name)) {
+            Ok(inputs) => inputs,
+            Err(missing) => return Err(standin(Kind::Pipelines, missing)),
+        };
     let credential_options = AzurePipelinesCredentialOptions {
         credential_options: ClientAssertionCredentialOptions {
             client_options: options.client_options.clone(),
@@ -284,17 +312,18 @@ fn pipelines(options: &PipelineAwareCredentialOptions, env: &Env) -> Arc<dyn Tok
         oidc_request_uri: env.pinned(endpoint::OIDC_REQUEST_URI_ENV),
         ..Default::default()
     };
-    match AzurePipelinesCredential::new(
-        tenant_id,
+    match AzurePipelinesCredential::build(
+        &tenant_id,
         client_id,
         &connection,
         token,
-        Some(credential_options),
+        credential_options,
+        Clock::default(),
     ) {
-        Ok(credential) => credential,
+        Ok(credential) => Ok(Arc::new(credential)),
         // The step is configured for the pipeline credential, wrongly: falling through to `az`
         // (which AzureCLI@2 logs in) would hide that, so this is a failure.
-        Err(e) => Standin::failed(Kind::Pipelines, e.to_string()),
+        Err(failure) => Err(standin(Kind::Pipelines, failure)),
     }
 }
 
@@ -311,15 +340,17 @@ fn workload_identity(
             .into_iter()
             .filter(|name| env.get(name).is_none())
             .collect();
-        return Standin::unavailable(
+        return standin(
             kind,
-            format!(
-                "{} authentication failed. Workload identity is not configured here: {} not \
-                 set. Where workload identity is enabled (an AKS pod labelled \
-                 azure.workload.identity/use: \"true\"), its webhook sets {}.",
-                kind.name(),
-                missing.join(", "),
-                names.join(", ")
+            Failure::new(
+                Section::WorkloadIdentityUnavailable,
+                format!(
+                    "Workload identity is not configured here: {} not set. Where workload \
+                     identity is enabled (an AKS pod labelled azure.workload.identity/use: \
+                     \"true\"), its webhook sets {}.",
+                    missing.join(", "),
+                    names.join(", ")
+                ),
             ),
         );
     };
@@ -333,7 +364,10 @@ fn workload_identity(
     })) {
         Ok(credential) => credential,
         // Configured, but wrongly (an unreadable token file, an invalid tenant): a failure.
-        Err(e) => Standin::failed(kind, format!("{} authentication failed. {e}", kind.name())),
+        Err(e) => standin(
+            kind,
+            Failure::new(Section::OtherCredential, e.to_string()).with_source(e),
+        ),
     }
 }
 
@@ -345,15 +379,18 @@ fn managed_identity(
     let kind = Kind::ManagedIdentity;
     let present = env.get(IDENTITY_ENDPOINT_ENV).is_some() || env.get(MSI_ENDPOINT_ENV).is_some();
     if !present && !explicitly_selected {
-        return Standin::unavailable(
+        return standin(
             kind,
-            format!(
-                "{} authentication failed. No managed identity endpoint is configured here: \
-                 neither {IDENTITY_ENDPOINT_ENV} nor {MSI_ENDPOINT_ENV} is set (App Service, \
-                 Functions and Container Apps set them). {NAME} does not probe the VM metadata \
-                 endpoint (IMDS): on an Azure VM, set {SELECTOR_ENV}=ManagedIdentityCredential \
-                 or add a ManagedIdentityCredential to a ChainedTokenCredential.",
-                kind.name()
+            Failure::new(
+                Section::ManagedIdentityUnavailable,
+                format!(
+                    "No managed identity endpoint is configured here: neither \
+                     {IDENTITY_ENDPOINT_ENV} nor {MSI_ENDPOINT_ENV} is set (App Service, \
+                     Functions and Container Apps set them). {NAME} does not probe the VM \
+                     metadata endpoint (IMDS): on an Azure VM, set \
+                     {SELECTOR_ENV}=ManagedIdentityCredential or add a ManagedIdentityCredential \
+                     to a ChainedTokenCredential."
+                ),
             ),
         );
     }
@@ -363,46 +400,36 @@ fn managed_identity(
     })) {
         Ok(credential) => credential,
         Err(e) => {
-            let message = format!("{} authentication failed. {e}", kind.name());
-            if explicitly_selected {
-                Standin::failed(kind, message)
+            // An environment azure_identity does not support (Azure Arc, Cloud Shell, Azure ML,
+            // Service Fabric) is unavailable unless asked for: the next credentials may still
+            // work (az in Cloud Shell).
+            let section = if explicitly_selected {
+                Section::OtherCredential
             } else {
-                // An environment azure_identity does not support (Azure Arc, Cloud Shell, Azure
-                // ML, Service Fabric): the next credentials may still work (az in Cloud Shell).
-                Standin::unavailable(kind, message)
-            }
+                Section::ManagedIdentityUnavailable
+            };
+            standin(kind, Failure::new(section, e.to_string()).with_source(e))
         }
     }
 }
 
-/// Stands in for a credential that cannot be built here, and says why at each request.
+/// Stands in for a credential that cannot be built here, and says why at each request: as
+/// unavailable or as a failure, by the failure's section.
 struct Standin {
     kind: Kind,
-    message: String,
-    unavailable: bool,
+    failure: Arc<Failure>,
 }
 
-impl Standin {
-    fn unavailable(kind: Kind, message: String) -> Arc<dyn TokenCredential> {
-        Arc::new(Self {
-            kind,
-            message,
-            unavailable: true,
-        })
-    }
-
-    fn failed(kind: Kind, message: String) -> Arc<dyn TokenCredential> {
-        Arc::new(Self {
-            kind,
-            message,
-            unavailable: false,
-        })
-    }
+/// The stand-in for `kind`, failing with `failure` at each request.
+fn standin(kind: Kind, failure: Failure) -> Arc<dyn TokenCredential> {
+    Arc::new(Standin {
+        kind,
+        failure: Arc::new(failure),
+    })
 }
 
 impl fmt::Debug for Standin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The chain takes the credential's name from here.
         f.debug_struct(self.kind.name()).finish_non_exhaustive()
     }
 }
@@ -414,45 +441,7 @@ impl TokenCredential for Standin {
         _: &[&str],
         _: Option<TokenRequestOptions<'_>>,
     ) -> azure_core::Result<AccessToken> {
-        Err(if self.unavailable {
-            Error::with_error(
-                ErrorKind::Credential,
-                error::Unavailable,
-                self.message.clone(),
-            )
-        } else {
-            Error::with_message(ErrorKind::Credential, self.message.clone())
-        })
-    }
-}
-
-/// `az` or `azd`, whose "not installed" and "not logged in" errors mean *unavailable* here.
-struct DeveloperTool {
-    kind: Kind,
-    credential: Arc<dyn TokenCredential>,
-}
-
-impl fmt::Debug for DeveloperTool {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct(self.kind.name()).finish_non_exhaustive()
-    }
-}
-
-#[async_trait::async_trait]
-impl TokenCredential for DeveloperTool {
-    async fn get_token(
-        &self,
-        scopes: &[&str],
-        options: Option<TokenRequestOptions<'_>>,
-    ) -> azure_core::Result<AccessToken> {
-        match self.credential.get_token(scopes, options).await {
-            Err(e) if tool_is_absent(self.kind, &e.to_string()) => Err(Error::with_error(
-                ErrorKind::Credential,
-                error::Unavailable,
-                e.to_string(),
-            )),
-            other => other,
-        }
+        Err(self.failure.clone().to_error(self.kind.name()))
     }
 }
 
@@ -486,7 +475,7 @@ enum Selection {
 }
 
 impl Selection {
-    fn parse(value: Option<&str>) -> Result<Self, String> {
+    fn parse(value: Option<&str>) -> Result<Self, Failure> {
         let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
             return Ok(Selection::All);
         };
@@ -504,12 +493,14 @@ impl Selection {
         }
         let shown: String = value.chars().filter(|c| !c.is_control()).take(64).collect();
         let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-        Err(format!(
-            "{NAME} authentication failed. {SELECTOR_ENV} is '{shown}', which is not a value it \
-             knows: use dev (Azure CLI, Azure Developer CLI), prod (Azure Pipelines, workload \
-             identity, managed identity) or one credential's name: {}. Unset it to try every \
-             credential.\nTo troubleshoot, visit https://aka.ms/azsdk/rust/identity/troubleshoot",
-            names.join(", ")
+        Err(Failure::new(
+            Section::InvalidTokenCredentialsSelector,
+            format!(
+                "{SELECTOR_ENV} is '{shown}', which is not a value it knows: use dev (Azure CLI, \
+                 Azure Developer CLI), prod (Azure Pipelines, workload identity, managed \
+                 identity) or one credential's name: {}. Unset it to try every credential.",
+                names.join(", ")
+            ),
         ))
     }
 
@@ -680,7 +671,7 @@ mod tests {
         )
         .unwrap_err();
         let text = e.to_string();
-        assert!(matches!(e.kind(), ErrorKind::Credential));
+        assert!(matches!(e.kind(), azure_core::error::ErrorKind::Credential));
         assert!(!crate::is_unavailable(&e));
         assert!(
             text.starts_with(
@@ -741,14 +732,14 @@ mod tests {
         assert!(crate::is_unavailable(&e), "{text}");
         assert!(
             text.starts_with(
-                "PipelineAwareCredential authentication failed. No credential in the chain is available in this environment:"
+                "PipelineAwareCredential is unavailable: No credential in the chain is available in this environment:"
             ),
             "{text}"
         );
         for expected in [
-            "- AzurePipelinesCredential (unavailable): AzurePipelinesCredential authentication failed. Environment variables missing: AZURESUBSCRIPTION_TENANT_ID",
-            "- WorkloadIdentityCredential (unavailable): WorkloadIdentityCredential authentication failed. Workload identity is not configured here: AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE not set.",
-            "- ManagedIdentityCredential (unavailable): ManagedIdentityCredential authentication failed. No managed identity endpoint is configured here",
+            "- AzurePipelinesCredential (unavailable): AzurePipelinesCredential is unavailable: AZURESUBSCRIPTION_TENANT_ID, AZURESUBSCRIPTION_CLIENT_ID",
+            "- WorkloadIdentityCredential (unavailable): WorkloadIdentityCredential is unavailable: Workload identity is not configured here: AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE not set.",
+            "- ManagedIdentityCredential (unavailable): ManagedIdentityCredential is unavailable: No managed identity endpoint is configured here",
             "AZURE_TOKEN_CREDENTIALS=ManagedIdentityCredential",
             "- AzureCliCredential (unavailable): AzureCliCredential authentication failed. az not found on PATH",
             "- AzureDeveloperCliCredential (unavailable): AzureDeveloperCliCredential authentication failed. azd not found on PATH",

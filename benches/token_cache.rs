@@ -1,8 +1,8 @@
 //! Token-cache benchmarks against the built-in emulator over HTTPS, this crate next to
 //! `azure_identity::AzurePipelinesCredential` 1.x. Run with `cargo bench --bench token_cache`.
 //!
-//! 1. Cache hit, one thread: this crate, azure_identity, and the floor (one clock read plus
-//!    cloning the same token).
+//! 1. Cache hit, one thread: this crate, azure_identity, and the floor (one read of the system
+//!    clock plus cloning the same token).
 //! 2. Cache hits on 1 and 2 threads: time per hit on each thread.
 //! 3. Hit latency while another request is in flight at a 50 ms endpoint: p50/p99.
 //! 4. Ten new scopes requested at once at 20 ms endpoints: wall time and request counts.
@@ -11,22 +11,23 @@
 //! 3-5 are distributions and counts rather than means, so they are measured by hand and printed
 //! as tables after criterion's output.
 
+// The emulator credential of the integration tests.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use azure_core::{
     cloud::{CloudConfiguration, CustomConfiguration},
     credentials::TokenCredential,
     http::ClientOptions,
 };
 use azure_identity::ClientAssertionCredentialOptions;
-use azure_pipelines_credential::{
-    AzurePipelinesCredential, AzurePipelinesCredentialOptions,
-    clock::{Clock, ManualClock, SystemClock},
-    emulator::{Emulator, EmulatorConfig, Endpoint},
-};
+use azure_pipelines_credential::AzurePipelinesCredential;
+use azure_pipelines_emulator::{Emulator, EmulatorConfig, Endpoint};
 use criterion::Criterion;
 use std::hint::black_box;
 use std::{
     sync::{Arc, Barrier},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 const SCOPE: &str = "https://storage.azure.com/.default";
@@ -37,19 +38,8 @@ struct Bench {
 }
 
 impl Bench {
-    fn ours(&self, clock: Option<Arc<dyn Clock>>) -> Arc<AzurePipelinesCredential> {
-        let e = &self.emulator;
-        AzurePipelinesCredential::new(
-            e.config().tenant_id.clone(),
-            e.config().client_id.clone(),
-            &e.config().service_connection_id,
-            e.config().system_access_token.clone(),
-            Some(AzurePipelinesCredentialOptions {
-                clock,
-                ..e.credential_options()
-            }),
-        )
-        .expect("credential")
+    fn ours(&self) -> Arc<AzurePipelinesCredential> {
+        common::emulator::credential(&self.emulator)
     }
 
     /// azure_identity's credential reads SYSTEM_OIDCREQUESTURI at construction; `main` set it.
@@ -111,25 +101,30 @@ fn setup() -> Bench {
     Bench { runtime, emulator }
 }
 
+/// The clock read of a cache hit: the system clock, as the credential reads it.
+fn clock_read() -> SystemTime {
+    #[allow(clippy::disallowed_methods)]
+    SystemTime::now()
+}
+
 fn hit_single_thread(c: &mut Criterion, bench: &Bench) {
-    let ours = bench.ours(None);
+    let ours = bench.ours();
     let theirs = bench.theirs();
     let token = bench.runtime.block_on(async {
         theirs.get_token(&[SCOPE], None).await.expect("token");
         ours.get_token(&[SCOPE], None).await.expect("token")
     });
-    let clock = SystemClock;
     let mut group = c.benchmark_group("1_cache_hit_single_thread");
     group.bench_function("floor_clock_read_and_token_clone", |b| {
         b.to_async(&bench.runtime)
-            .iter(|| async { black_box((clock.now(), token.token.clone())) })
+            .iter(|| async { black_box((clock_read(), token.token.clone())) })
     });
     // Every TokenCredential pays for one boxed future per call (the trait uses async_trait):
     // the floor a TokenCredential implementation can reach.
     group.bench_function("floor_plus_boxed_future", |b| {
         b.to_async(&bench.runtime).iter(|| async {
             let boxed: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
-                Box::pin(async { (clock.now(), token.token.clone()) });
+                Box::pin(async { (clock_read(), token.token.clone()) });
             black_box(boxed.await)
         })
     });
@@ -172,7 +167,7 @@ fn per_thread_hit_time<C: TokenCredential + ?Sized + 'static>(
 }
 
 fn hits_on_threads(c: &mut Criterion, bench: &Bench) {
-    let ours = bench.ours(None);
+    let ours = bench.ours();
     let theirs = bench.theirs();
     bench.runtime.block_on(async {
         ours.get_token(&[SCOPE], None).await.expect("token");
@@ -278,7 +273,7 @@ fn hit_latency_during_refresh(bench: &Bench) -> Vec<String> {
             Box::new(move || task.is_finished() || control.counters().access_tokens_issued > issued)
         }
     }
-    let ours = bench.ours(None);
+    let ours = bench.ours();
     let theirs = bench.theirs();
     bench.runtime.block_on(async {
         ours.get_token(&[SCOPE], None).await.expect("token");
@@ -297,12 +292,13 @@ fn hit_latency_during_refresh(bench: &Bench) -> Vec<String> {
         stats,
     ));
 
-    // This crate: SCOPE's own refresh in flight. Each round moves the clock 55 minutes on, into
-    // the refresh window of the current one-hour token, and times hits until the new token lands.
+    // This crate: SCOPE's own refresh in flight. Entra says to refresh each token after a
+    // second: each round waits for the current token's refresh time, lets one hit start the
+    // background refresh, and times hits until the new token lands.
     control.set_latency(Endpoint::Token, Duration::ZERO);
     control.set_latency(Endpoint::Oidc, Duration::ZERO);
-    let clock = ManualClock::starting_now();
-    let refreshing = bench.ours(Some(Arc::new(clock.clone())));
+    control.set_refresh_in(Some(Duration::from_secs(1)));
+    let refreshing = bench.ours();
     bench
         .runtime
         .block_on(refreshing.get_token(&[SCOPE], None))
@@ -311,8 +307,12 @@ fn hit_latency_during_refresh(bench: &Bench) -> Vec<String> {
     control.reset_counters();
     let stats = latencies_while(bench, &refreshing, 10, |round| {
         let current =
-            futures::executor::block_on(refreshing.get_token(&[SCOPE], None)).expect("token");
-        clock.advance(time::Duration::minutes(55));
+            futures::executor::block_on(refreshing.get_token_info(&[SCOPE], None)).expect("token");
+        let refresh_on = current.refresh_on.expect("Entra's refresh_in");
+        let wait = refresh_on - time::OffsetDateTime::from(clock_read());
+        std::thread::sleep(
+            Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(10),
+        );
         let _runtime = bench.runtime.enter();
         // This hit finds the token in its refresh window and starts the background refresh.
         let _ = futures::executor::block_on(refreshing.get_token(&[SCOPE], None));
@@ -331,6 +331,7 @@ fn hit_latency_during_refresh(bench: &Bench) -> Vec<String> {
         ),
         stats,
     ));
+    control.set_refresh_in(None);
     control.set_latency(Endpoint::Token, Duration::ZERO);
     rows
 }
@@ -372,7 +373,7 @@ fn ten_new_scopes(bench: &Bench) -> Vec<String> {
             counts.1
         ));
     };
-    run("azure_pipelines_credential", &|| bench.ours(None));
+    run("azure_pipelines_credential", &|| bench.ours());
     run("azure_identity 1.x", &|| bench.theirs());
     control.set_latency(Endpoint::Token, Duration::ZERO);
     control.set_latency(Endpoint::Oidc, Duration::ZERO);
@@ -403,7 +404,7 @@ fn thousand_cold_callers(bench: &Bench) -> Vec<String> {
             c.token_requests
         ));
     };
-    run("azure_pipelines_credential", bench.ours(None));
+    run("azure_pipelines_credential", bench.ours());
     run("azure_identity 1.x", bench.theirs());
     rows
 }

@@ -14,26 +14,26 @@
 //! The test starts Azurite itself on a free loopback port, over HTTPS with a certificate from
 //! the emulator's CA (so the emulator's transport trusts both servers), and stops it at the end.
 
+mod common;
+
 use azure_core::{
     credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions},
     error::ErrorKind,
     http::{RequestContent, StatusCode, Url},
+    time::OffsetDateTime,
 };
-use azure_pipelines_credential::{
-    AzurePipelinesCredential,
-    clock::{Clock, SystemClock},
-    emulator::Emulator,
-};
+use azure_pipelines_emulator::Emulator;
 use azure_storage_blob::{BlobServiceClient, BlobServiceClientOptions};
+use common::{
+    STORAGE, VAULT,
+    emulator::{counts, credential},
+};
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
     sync::Arc,
     time::Duration,
 };
-
-const STORAGE: &str = "https://storage.azure.com/.default";
-const VAULT: &str = "https://vault.azure.net/.default";
 /// Azurite's built-in account; with an IP address as host the account is the first path segment.
 const ACCOUNT: &str = "devstoreaccount1";
 
@@ -173,18 +173,6 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-fn pipeline_credential(emulator: &Emulator) -> Arc<AzurePipelinesCredential> {
-    let c = emulator.config();
-    AzurePipelinesCredential::new(
-        c.tenant_id.clone(),
-        c.client_id.clone(),
-        &c.service_connection_id,
-        c.system_access_token.clone(),
-        Some(emulator.credential_options()),
-    )
-    .unwrap()
-}
-
 fn blob_service(
     azurite: &Azurite,
     emulator: &Emulator,
@@ -202,9 +190,17 @@ fn blob_service(
     .unwrap()
 }
 
-/// Hands out a fixed token, which it claims is valid for an hour.
+/// Hands out a fixed token, which it claims is valid until the given time.
 #[derive(Debug)]
-struct Fixed(String);
+struct Fixed(String, OffsetDateTime);
+
+impl Fixed {
+    /// `token`, claimed to be valid for an hour (by the emulator's clock).
+    fn for_an_hour(emulator: &Emulator, token: String) -> Arc<Self> {
+        let expires_on = emulator.control().now() + azure_core::time::Duration::hours(1);
+        Arc::new(Fixed(token, expires_on))
+    }
+}
 
 #[async_trait::async_trait]
 impl TokenCredential for Fixed {
@@ -213,10 +209,7 @@ impl TokenCredential for Fixed {
         _: &[&str],
         _: Option<TokenRequestOptions<'_>>,
     ) -> azure_core::Result<AccessToken> {
-        Ok(AccessToken::new(
-            Secret::new(self.0.clone()),
-            SystemClock.now() + azure_core::time::Duration::hours(1),
-        ))
+        Ok(AccessToken::new(Secret::new(self.0.clone()), self.1))
     }
 }
 
@@ -249,7 +242,7 @@ async fn blob_round_trip_against_azurite_with_pipeline_tokens() {
     };
     let emulator = Emulator::start().await.unwrap();
     let azurite = Azurite::start(&bin, &emulator).await;
-    let credential = pipeline_credential(&emulator);
+    let credential = credential(&emulator);
 
     // Create a container, upload a blob, download it.
     let service = blob_service(&azurite, &emulator, credential.clone());
@@ -273,9 +266,11 @@ async fn blob_round_trip_against_azurite_with_pipeline_tokens() {
     assert!(downloaded == data, "the downloaded blob differs");
 
     // One OIDC token and one access token served all the requests.
-    let counters = emulator.control().counters();
-    assert_eq!((counters.oidc_requests, counters.token_requests), (1, 1));
-    assert_eq!(counters.by_scope.get(STORAGE), Some(&1));
+    assert_eq!(counts(&emulator), (1, 1));
+    assert_eq!(
+        emulator.control().counters().by_scope.get(STORAGE),
+        Some(&1)
+    );
 
     // An expired token: Azurite refuses it, and the client says why.
     let tenant = &emulator.config().tenant_id;
@@ -290,7 +285,7 @@ async fn blob_round_trip_against_azurite_with_pipeline_tokens() {
         "tid": tenant,
         "ver": "1.0",
     }));
-    let refused = blob_service(&azurite, &emulator, Arc::new(Fixed(expired)));
+    let refused = blob_service(&azurite, &emulator, Fixed::for_an_hour(&emulator, expired));
     let e = refused
         .blob_client("pipeline-artifacts", "build/output.txt")
         .download(None)
@@ -300,11 +295,8 @@ async fn blob_round_trip_against_azurite_with_pipeline_tokens() {
 
     // A real emulator token for another audience (Key Vault): refused too.
     let vault_token = credential.get_token(&[VAULT], None).await.unwrap();
-    let refused = blob_service(
-        &azurite,
-        &emulator,
-        Arc::new(Fixed(vault_token.token.secret().to_owned())),
-    );
+    let vault_token = Fixed::for_an_hour(&emulator, vault_token.token.secret().to_owned());
+    let refused = blob_service(&azurite, &emulator, vault_token);
     let e = refused
         .blob_container_client("pipeline-artifacts")
         .create(None)

@@ -5,17 +5,19 @@
 //!
 //! This binary holds a single test because it edits the process environment.
 
+mod common;
+
 use azure_core::{credentials::TokenCredential, error::ErrorKind};
 use azure_pipelines_credential::{
-    PipelineAwareCredential, PipelineAwareCredentialOptions, emulator::Emulator, is_unavailable,
-    jwt::decode_claims,
+    PipelineAwareCredential, PipelineAwareCredentialOptions, is_unavailable,
 };
+use azure_pipelines_emulator::Emulator;
+use common::{STORAGE, TENANT};
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
 };
 
-const STORAGE: &str = "https://storage.azure.com/.default";
 const AZ_TOKEN: &str = "token-from-the-fake-az";
 
 /// What the emulator's `environment()` sets: a pipeline step with a service connection.
@@ -68,7 +70,7 @@ impl FakeAz {
         let script = format!(
             "#!/bin/sh\n\
              printf '%s\\n' \"$*\" >> '{calls}'\n\
-             printf '%s\\n' '{{\"accessToken\": \"{AZ_TOKEN}\", \"expiresOn\": \"2099-01-02 03:04:05.000000\", \"expires_on\": 4070919845, \"subscription\": \"6f1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d\", \"tenant\": \"72f988bf-86f1-41af-91ab-2d7cd011db47\", \"tokenType\": \"Bearer\"}}'\n",
+             printf '%s\\n' '{{\"accessToken\": \"{AZ_TOKEN}\", \"expiresOn\": \"2099-01-02 03:04:05.000000\", \"expires_on\": 4070919845, \"subscription\": \"6f1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d\", \"tenant\": \"{TENANT}\", \"tokenType\": \"Bearer\"}}'\n",
             calls = calls.display()
         );
         let az = bin.join("az");
@@ -150,10 +152,11 @@ fn the_chain_in_a_pipeline_on_a_laptop_and_on_failure() {
         }
         let chain = new_chain();
         let token = chain.get_token(&[STORAGE], None).await.unwrap();
-        let claims = decode_claims(token.token.secret()).expect("a JWT");
+        let claims = emulator
+            .verify_token(token.token.secret())
+            .expect("a JWT signed by the emulator");
         assert_eq!(claims["iss"], format!("https://sts.windows.net/{tenant}/"));
         assert_eq!(claims["aud"], "https://storage.azure.com");
-        assert!(emulator.verify_token(token.token.secret()).is_some());
         assert_eq!(chain.selected(), Some("AzurePipelinesCredential"));
         let again = chain.get_token(&[STORAGE], None).await.unwrap();
         assert_eq!(again.token.secret(), token.token.secret());
@@ -205,7 +208,14 @@ fn the_chain_in_a_pipeline_on_a_laptop_and_on_failure() {
         );
         let e = chain.get_token(&[STORAGE], None).await.unwrap_err();
         assert!(is_unavailable(&e), "{e}");
-        assert!(e.to_string().contains("Environment variables missing"), "{e}");
+        assert!(
+            e.to_string().contains(
+                "- AzurePipelinesCredential (unavailable): AzurePipelinesCredential is \
+                 unavailable: AZURESUBSCRIPTION_TENANT_ID, AZURESUBSCRIPTION_CLIENT_ID, \
+                 AZURESUBSCRIPTION_SERVICE_CONNECTION_ID, SYSTEM_ACCESSTOKEN not set."
+            ),
+            "{e}"
+        );
         set("AZURE_TOKEN_CREDENTIALS", "EnvironmentCredential");
         let e = PipelineAwareCredential::new(Some(options())).unwrap_err();
         assert!(

@@ -3,6 +3,8 @@
 //!
 //! `user_code!` expands the very same body in two modules that differ only in their imports.
 
+mod common;
+
 macro_rules! user_code {
     ($($import:item)*) => {
         $($import)*
@@ -110,10 +112,10 @@ fn the_same_user_code_compiles_against_both_crates() {
 
     // This crate's constructor needs no SYSTEM_OIDCREQUESTURI (the option defaults to None).
     let credential = ours::build(
-        "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
-        "0b8d8f12-5a3e-4c1e-9f0a-2f4f5e6d7c8b".into(),
-        "3d5c2f6a-8b9e-4f1a-a2b3-c4d5e6f70819".into(),
-        "sysAT-compat-test".into(),
+        common::TENANT.into(),
+        common::CLIENT_ID.into(),
+        common::CONNECTION_ID.into(),
+        common::SYSTEM_TOKEN.into(),
     )
     .expect("constructs outside a pipeline");
     let shared = ours::as_dyn(credential.clone());

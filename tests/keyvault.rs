@@ -12,31 +12,25 @@
 //! never involved. The scope is kept for the client's life; the token is cached by azure_core's
 //! bearer policy.
 
+mod common;
+
 use azure_core::{
     credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions},
-    error::ErrorKind,
     http::StatusCode,
 };
-use azure_pipelines_credential::{
-    AzurePipelinesCredential,
-    emulator::{Emulator, EmulatorConfig},
-};
+use azure_pipelines_credential::AzurePipelinesCredential;
+use azure_pipelines_emulator::{Emulator, EmulatorConfig};
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
+use common::{
+    STORAGE, VAULT,
+    emulator::{options, try_credential_in},
+    errors::http_response,
+};
 use std::sync::Arc;
 
-const VAULT: &str = "https://vault.azure.net/.default";
-const STORAGE: &str = "https://storage.azure.com/.default";
-
+/// The emulator's service connection, as a credential of `tenant_id`.
 fn credential(emulator: &Emulator, tenant_id: &str) -> Arc<AzurePipelinesCredential> {
-    let c = emulator.config();
-    AzurePipelinesCredential::new(
-        tenant_id.to_owned(),
-        c.client_id.clone(),
-        &c.service_connection_id,
-        c.system_access_token.clone(),
-        Some(emulator.credential_options()),
-    )
-    .unwrap()
+    try_credential_in(emulator, tenant_id, options(emulator)).unwrap()
 }
 
 fn secret_client(emulator: &Emulator, credential: Arc<dyn TokenCredential>) -> SecretClient {
@@ -51,15 +45,6 @@ fn secret_client(emulator: &Emulator, credential: Arc<dyn TokenCredential>) -> S
         }),
     )
     .unwrap()
-}
-
-fn http_status(e: &azure_core::Error) -> Option<(StatusCode, Option<String>)> {
-    match e.kind() {
-        ErrorKind::HttpResponse {
-            status, error_code, ..
-        } => Some((*status, error_code.clone())),
-        _ => None,
-    }
 }
 
 #[tokio::test]
@@ -102,7 +87,7 @@ async fn secret_client_gets_a_secret_after_the_challenge() {
     client.get_secret("DB-PASSWORD", None).await.unwrap();
     let e = client.get_secret("missing", None).await.unwrap_err();
     assert_eq!(
-        http_status(&e),
+        http_response(&e),
         Some((StatusCode::NotFound, Some("SecretNotFound".to_owned())))
     );
     assert!(
@@ -152,7 +137,7 @@ async fn the_vault_refuses_tokens_for_another_audience_or_tenant() {
     );
     let e = client.get_secret("s", None).await.unwrap_err();
     assert_eq!(
-        http_status(&e),
+        http_response(&e),
         Some((StatusCode::Unauthorized, Some("Unauthorized".to_owned())))
     );
     assert!(

@@ -3,19 +3,31 @@
 //!
 //! This binary holds a single test because it edits the process environment.
 
+mod common;
+
 use azure_core::{credentials::TokenCredential, error::ErrorKind};
 use azure_pipelines_credential::{
     AzurePipelinesCredential, AzurePipelinesCredentialOptions, is_unavailable,
 };
+use common::{CLIENT_ID, CONNECTION_ID, STORAGE, SYSTEM_TOKEN, TENANT, UNAVAILABLE, VAULT};
 use httpmock::MockServer;
 
-const PREFIX: &str = "AzurePipelinesCredential authentication failed. ";
 const FROM_ENV_VARS: [&str; 4] = [
     "AZURESUBSCRIPTION_TENANT_ID",
     "AZURESUBSCRIPTION_CLIENT_ID",
     "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID",
     "SYSTEM_ACCESSTOKEN",
 ];
+
+/// Asserts that `error` says the credential is unavailable, and returns its message.
+#[track_caller]
+fn unavailable(error: &azure_core::Error) -> String {
+    let text = error.to_string();
+    assert!(matches!(error.kind(), ErrorKind::Credential), "{text}");
+    assert!(text.starts_with(UNAVAILABLE), "{text}");
+    assert!(is_unavailable(error), "{error:?}");
+    text
+}
 
 #[test]
 fn outside_a_pipeline_the_credential_is_unavailable() {
@@ -42,72 +54,52 @@ fn outside_a_pipeline_the_credential_is_unavailable() {
                 then.status(500);
             })
             .await;
+        let build = |oidc_request_uri: Option<&str>| {
+            AzurePipelinesCredential::new(
+                TENANT.into(),
+                CLIENT_ID.into(),
+                CONNECTION_ID,
+                SYSTEM_TOKEN,
+                Some(AzurePipelinesCredentialOptions {
+                    authority_host: Some(server.base_url()),
+                    oidc_request_uri: oidc_request_uri.map(str::to_owned),
+                    ..Default::default()
+                }),
+            )
+            .expect("construction needs no SYSTEM_OIDCREQUESTURI")
+        };
 
-        let credential = AzurePipelinesCredential::new(
-            "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
-            "0b8d8f12-5a3e-4c1e-9f0a-2f4f5e6d7c8b".into(),
-            "3d5c2f6a-8b9e-4f1a-a2b3-c4d5e6f70819",
-            "sysAT-unavailable-test-0x5f3759df",
-            Some(AzurePipelinesCredentialOptions {
-                authority_host: Some(server.base_url()),
-                oidc_request_uri: None,
-                ..Default::default()
-            }),
-        )
-        .expect("construction needs no SYSTEM_OIDCREQUESTURI");
-
+        let credential = build(None);
         for _ in 0..2 {
-            let error = credential
-                .get_token(&["https://storage.azure.com/.default"], None)
-                .await
-                .unwrap_err();
-            let text = error.to_string();
-            assert!(matches!(error.kind(), ErrorKind::Credential), "{text}");
-            assert!(text.starts_with(PREFIX), "{text}");
+            let error = credential.get_token(&[STORAGE], None).await.unwrap_err();
+            let text = unavailable(&error);
             assert!(
                 text.contains(
-                    "SYSTEM_OIDCREQUESTURI is not set: this is not running in an Azure Pipelines job"
+                    "SYSTEM_OIDCREQUESTURI is not set, so this is not running in an Azure Pipelines job"
                 ),
                 "{text}"
             );
-            assert!(is_unavailable(&error), "{error:?}");
+            assert!(text.contains("#not-in-an-azure-pipelines-job"), "{text}");
         }
-        let error = credential
-            .get_token_info(&["https://vault.azure.net/.default"], None)
-            .await
-            .unwrap_err();
-        assert!(is_unavailable(&error), "{error:?}");
+        let error = credential.get_token_info(&[VAULT], None).await.unwrap_err();
+        unavailable(&error);
 
         // An empty option is the same as no option.
-        let credential = AzurePipelinesCredential::new(
-            "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
-            "0b8d8f12-5a3e-4c1e-9f0a-2f4f5e6d7c8b".into(),
-            "3d5c2f6a-8b9e-4f1a-a2b3-c4d5e6f70819",
-            "sysAT-unavailable-test-0x5f3759df",
-            Some(AzurePipelinesCredentialOptions {
-                authority_host: Some(server.base_url()),
-                oidc_request_uri: Some("  ".into()),
-                ..Default::default()
-            }),
-        )
-        .unwrap();
-        let error = credential
-            .get_token(&["https://storage.azure.com/.default"], None)
+        let error = build(Some("  "))
+            .get_token(&[STORAGE], None)
             .await
             .unwrap_err();
-        assert!(is_unavailable(&error), "{error:?}");
+        unavailable(&error);
 
         // from_env names every missing variable and the YAML that sets them.
         let error = AzurePipelinesCredential::from_env(None).unwrap_err();
-        let text = error.to_string();
-        assert!(is_unavailable(&error), "{text}");
-        assert!(matches!(error.kind(), ErrorKind::Credential), "{text}");
-        assert!(text.starts_with(PREFIX), "{text}");
+        let text = unavailable(&error);
         assert!(text.contains(&FROM_ENV_VARS.join(", ")), "{text}");
         assert!(
             text.contains("SYSTEM_ACCESSTOKEN: $(System.AccessToken)"),
             "{text}"
         );
+        assert!(text.contains("#pipeline-variables-missing"), "{text}");
 
         assert_eq!(anything.calls_async().await, 0);
     });

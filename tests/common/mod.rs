@@ -16,6 +16,7 @@ pub mod faults;
 pub mod jwt;
 pub mod mock;
 pub mod requests;
+pub mod spans;
 
 /// The tenant of the credentials under test (the emulator's default too).
 pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";

@@ -12,6 +12,7 @@ mod outages;
 #[cfg(all(feature = "persistent-cache", unix))]
 mod persistent_cache;
 mod reliability;
+mod runtimes;
 pub(crate) mod strategies;
 
 use crate::{AzurePipelinesCredential, AzurePipelinesCredentialOptions, clock::Clock};

@@ -1,11 +1,14 @@
 //! Failures through a token's life: a failed background refresh keeps the valid token (logged,
-//! retried after the back-off), an outage does not break a valid cached token, and past the
-//! stop time callers get the failure, never the old token.
+//! retried after the back-off, and never with a secret in the log or the error), an outage does
+//! not break a valid cached token, and past the stop time callers get the failure, never the
+//! old token.
 
 use super::{FAILED, STORAGE, no_retry, requests, setup};
 use azure_core::credentials::TokenCredential;
-use azure_pipelines_emulator::{Endpoint, Fault, FaultTrigger};
+use azure_pipelines_emulator::{Emulator, Endpoint, Fault, FaultTrigger};
+use serde_json::json;
 use std::{
+    error::Error as StdError,
     fmt::Write as _,
     sync::{Arc, Mutex, PoisonError},
     time::Duration as StdDuration,
@@ -15,19 +18,56 @@ use tracing_subscriber::layer::SubscriberExt as _;
 
 const REFRESH_FAILED: &str = "token refresh failed; the cached token is still valid";
 
-/// The events logged on this thread, each as its fields' text.
+/// The events logged on this thread, each as its fields' text, and (apart) the fields of the
+/// spans opened on it, each as `target span field=value ...`.
 #[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<String>>>);
+struct Events {
+    events: Arc<Mutex<Vec<(String, String)>>>,
+    spans: Arc<Mutex<Vec<String>>>,
+}
+
+/// `name=value ` for each field recorded.
+fn fields_text(record: impl FnOnce(&mut dyn tracing::field::Visit)) -> String {
+    let mut text = String::new();
+    record(
+        &mut |field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
+            let _ = write!(text, "{}={value:?} ", field.name());
+        },
+    );
+    text
+}
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Events {
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        let mut text = String::new();
-        event.record(
-            &mut |field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
-                let _ = write!(text, "{}={value:?} ", field.name());
-            },
-        );
-        self.0
+        let text = fields_text(|visit| event.record(visit));
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((event.metadata().target().to_owned(), text));
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let meta = attrs.metadata();
+        let text = fields_text(|visit| attrs.record(visit));
+        self.spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(format!("{} {} {text}", meta.target(), meta.name()));
+    }
+
+    fn on_record(
+        &self,
+        _: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let text = fields_text(|visit| values.record(visit));
+        self.spans
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(text);
@@ -47,8 +87,27 @@ impl Events {
     }
 
     fn count(&self, needle: &str) -> usize {
-        let events = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        events.iter().filter(|e| e.contains(needle)).count()
+        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        events.iter().filter(|(_, e)| e.contains(needle)).count()
+    }
+
+    /// The text of every event whose target starts with `target`, one per line.
+    fn text_of(&self, target: &str) -> String {
+        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        let lines: Vec<&str> = events
+            .iter()
+            .filter(|(t, _)| t.starts_with(target))
+            .map(|(_, text)| text.as_str())
+            .collect();
+        lines.join("\n")
+    }
+
+    /// The fields of every span opened on this thread (with their later values), one per line.
+    fn spans_text(&self) -> String {
+        self.spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .join("\n")
     }
 
     fn any(&self, needle: &str) -> bool {
@@ -176,4 +235,214 @@ async fn outage_does_not_break_a_valid_cached_token() {
     time.advance(Duration::minutes(4));
     let error = credential.get_token(&[STORAGE], None).await.unwrap_err();
     assert!(error.to_string().starts_with(FAILED), "{error}");
+}
+
+/// `Display`, `Debug` and `{:#?}` of `error` and of every error of its source chain.
+fn error_text(error: &azure_core::Error) -> String {
+    let mut text = format!("{error}\n{error:?}\n{error:#?}\n");
+    let mut source = error.source();
+    while let Some(e) = source {
+        let _ = writeln!(text, "{e}\n{e:?}");
+        source = e.source();
+    }
+    text
+}
+
+/// Every token-shaped word of `text` (three base64url parts) that the emulator signed: the
+/// OIDC tokens and access tokens it handed out, whatever their values.
+fn emulator_jwts_in(emulator: &Emulator, text: &str) -> Vec<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        .filter(|word| word.len() > 40 && word.matches('.').count() == 2)
+        .filter(|word| emulator.verify_token(word).is_some())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs of 43 or more base64url characters with both cases in them: a 256-bit secret, an
+/// ES256 signature (86) or any part of a JWT would be one (random base64url lacks either case
+/// with a chance under 1e-9). What the credential writes has none: GUIDs are 36 characters,
+/// URLs and scopes break at their punctuation, names such as this test's are lower case.
+fn long_base64url_runs(text: &str) -> Vec<&str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_')))
+        .filter(|word| word.len() >= 43)
+        .filter(|word| {
+            word.chars().any(|c| c.is_ascii_uppercase())
+                && word.chars().any(|c| c.is_ascii_lowercase())
+        })
+        .collect()
+}
+
+/// The signature of a compact JWT.
+fn signature(token: &str) -> &str {
+    token.rsplit('.').next().unwrap_or(token)
+}
+
+/// A background refresh that fails logs a warning with its cause, keeps the valid token, and
+/// neither the warning, nor any other event or span of that path, nor the errors the same
+/// failures give at a hard miss hold a secret: the System.AccessToken, an OIDC token (the
+/// client assertion), an access token, or a signature of one. Broken responses that hold
+/// tokens (signed by the emulator, like the real ones) are among the failures.
+///
+/// On the manual clock: the refresh window and each back-off are crossed without waiting.
+#[tokio::test(flavor = "current_thread")]
+async fn failed_refreshes_log_their_cause_and_no_secret() {
+    let (events, _guard) = Events::record();
+    let (emulator, time, credential) = setup(no_retry).await;
+    let control = emulator.control();
+    control.set_access_token_lifetime(StdDuration::from_secs(3600));
+    control.set_refresh_in(Some(StdDuration::from_secs(600)));
+    let first = credential.get_token_info(&[STORAGE], None).await.unwrap();
+    assert_eq!(requests(&emulator), (1, 1));
+
+    let planted_access = emulator.sign_claims(&json!({
+        "aud": "https://storage.azure.com",
+        "tid": emulator.config().tenant_id,
+        "planted": "access token in a broken response",
+    }));
+    let planted_oidc = emulator.issue_oidc_token();
+    let body = |status: u16, value: serde_json::Value| Fault::Body {
+        status,
+        content_type: "application/json; charset=utf-8".to_owned(),
+        body: value.to_string().into_bytes(),
+    };
+    // Each failure, and what its warning (and error) says.
+    let failures = [
+        (
+            Endpoint::Token,
+            Fault::entra_error(500, "server_error", 50000, "The service is busy."),
+            "Microsoft Entra ID refused the token request",
+        ),
+        (
+            Endpoint::Token,
+            body(
+                200,
+                json!({"access_token": planted_access, "expires_in": "soon", "token_type": planted_access}),
+            ),
+            "token_type is not Bearer",
+        ),
+        (
+            Endpoint::Token,
+            body(
+                200,
+                json!({"access_token": format!("{planted_access}\n##vso[task.setvariable variable=PATH]x"), "expires_in": 3599}),
+            ),
+            "access_token contains characters outside a token's alphabet",
+        ),
+        (
+            Endpoint::Oidc,
+            body(200, json!({"oidcToken": 5, "x": planted_oidc})),
+            "non-string oidcToken",
+        ),
+        (
+            Endpoint::Oidc,
+            body(
+                200,
+                json!({"oidcToken": format!("{planted_oidc} {planted_oidc}")}),
+            ),
+            "oidcToken contains characters outside a token's alphabet",
+        ),
+        (
+            Endpoint::Oidc,
+            Fault::Status {
+                status: 401,
+                retry_after: None,
+            },
+            "Azure DevOps rejected the System.AccessToken",
+        ),
+    ];
+
+    // In the refresh window (refresh at +540..600 s, stop at +3570 s), one failed refresh per
+    // back-off. The emulator's OIDC tokens live 10 minutes of real time, so each refresh
+    // fetches a new one first (the credential's clock is past their reuse time).
+    time.set(1000);
+    for (n, (endpoint, fault, _)) in failures.iter().enumerate() {
+        control.inject_fault(*endpoint, fault.clone(), FaultTrigger::Count(1));
+        let got = credential.get_token(&[STORAGE], None).await.unwrap();
+        assert_eq!(got.token, first.token, "served while refreshing");
+        assert_eq!(events.wait_for(REFRESH_FAILED, n + 1).await, n + 1);
+        time.advance(Duration::seconds(31));
+    }
+    // Three refreshes failed at Entra (an OIDC request and an exchange each), three at the
+    // OIDC endpoint.
+    assert_eq!(requests(&emulator), (7, 4));
+    let log = events.text_of("azure_pipelines_credential");
+    for (_, _, cause) in &failures {
+        assert!(
+            log.lines()
+                .any(|line| line.contains(REFRESH_FAILED) && line.contains(cause)),
+            "no warning with {cause:?} in:\n{log}"
+        );
+    }
+
+    // Past the stop time the same failures reach the caller.
+    time.set(3580);
+    let mut errors = String::new();
+    for (endpoint, fault, cause) in &failures {
+        control.inject_fault(*endpoint, fault.clone(), FaultTrigger::Count(1));
+        let error = credential.get_token(&[STORAGE], None).await.unwrap_err();
+        let text = error.to_string();
+        assert!(text.starts_with(FAILED), "{text}");
+        assert!(text.contains(cause), "{text}");
+        errors.push_str(&error_text(&error));
+    }
+    assert_eq!(requests(&emulator), (13, 7));
+    let last = credential.get_token_info(&[STORAGE], None).await.unwrap();
+    assert_ne!(last.token, first.token);
+
+    let spans = events.spans_text();
+    for needle in [
+        "azure_pipelines_credential token_refresh",
+        "outcome=\"hit, refreshing in the background\"",
+    ] {
+        assert!(
+            spans.contains(needle),
+            "no {needle:?} in the spans:\n{spans}"
+        );
+    }
+    // Everything the credential and its HTTP stack logged (not the emulator's own log: it
+    // is the server), every span's fields, every error.
+    let everything = [
+        events.text_of("azure"),
+        events.text_of("reqwest"),
+        events.text_of("hyper"),
+        events.text_of("rustls"),
+        spans.clone(),
+        errors.clone(),
+    ]
+    .join("\n");
+    let everything = everything
+        .lines()
+        .filter(|line| !line.starts_with("azure_pipelines_emulator"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(everything.contains(REFRESH_FAILED));
+    let system = emulator.config().system_access_token.clone();
+    let mut secrets = vec![system.as_str()];
+    for token in [
+        first.token.secret(),
+        last.token.secret(),
+        planted_access.as_str(),
+        planted_oidc.as_str(),
+    ] {
+        secrets.extend([token, signature(token)]);
+    }
+    for secret in secrets {
+        assert!(
+            !everything.contains(secret),
+            "a secret in the log, a span or an error:\n{everything}"
+        );
+    }
+    // The scans find what they look for: a self-check.
+    let planted = format!("Bearer {planted_oidc}, and {}.", signature(&planted_access));
+    assert_eq!(
+        emulator_jwts_in(&emulator, &planted),
+        std::slice::from_ref(&planted_oidc)
+    );
+    assert_eq!(long_base64url_runs(&planted).len(), 4, "{planted}");
+    let leaked = emulator_jwts_in(&emulator, &everything);
+    assert!(leaked.is_empty(), "tokens the emulator signed: {leaked:?}");
+    // The credential's own words: no run that could be a secret or a signature at all.
+    let own = [log.as_str(), spans.as_str(), errors.as_str()].join("\n");
+    let runs = long_base64url_runs(&own);
+    assert!(runs.is_empty(), "secret-like runs: {runs:?}");
 }

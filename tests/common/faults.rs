@@ -1,6 +1,16 @@
-//! The emulator's faults the tests inject, and the request counts they lead to.
+//! The emulator's faults the tests inject, the request counts they lead to, and what tests
+//! count on the client side: attempts and body bytes ([`Wire`]), and the process's memory.
 
+use azure_core::http::{
+    AsyncRawResponse, Context, Request,
+    policies::{Policy, PolicyResult},
+};
 use azure_pipelines_emulator::{Endpoint, Fault};
+use futures::StreamExt as _;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 /// The two endpoints of the credential, in the order it calls them.
 pub const ENDPOINTS: [Endpoint; 2] = [Endpoint::Oidc, Endpoint::Token];
@@ -82,4 +92,85 @@ pub fn failed_at(endpoint: Endpoint, attempts: u64) -> (u64, u64) {
         Endpoint::Oidc => (attempts, 0),
         _ => (1, attempts),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counting on the client side: what never reaches a server
+// ---------------------------------------------------------------------------------------------
+
+/// A per-try policy (`client_options.per_try_policies`) that counts, on the client side, each
+/// attempt to each endpoint as it starts (before any network I/O: refused connections and
+/// failed handshakes count too), and the response body bytes that the transport handed on.
+#[derive(Debug, Default)]
+pub struct Wire {
+    oidc: AtomicU64,
+    token: AtomicU64,
+    body_bytes: Arc<AtomicU64>,
+}
+
+impl Wire {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Attempts (OIDC, token) so far.
+    pub fn attempts(&self) -> (u64, u64) {
+        (
+            self.oidc.load(Ordering::SeqCst),
+            self.token.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Response body bytes read through the pipeline so far, over every attempt.
+    pub fn body_bytes(&self) -> u64 {
+        self.body_bytes.load(Ordering::SeqCst)
+    }
+}
+
+// `Context` without its lifetime, as the trait declares it.
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl Policy for Wire {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        let path = request.url().path();
+        if path.ends_with("/oidctoken") {
+            self.oidc.fetch_add(1, Ordering::SeqCst);
+        } else if path.ends_with("/oauth2/v2.0/token") {
+            self.token.fetch_add(1, Ordering::SeqCst);
+        }
+        let response = next[0].send(ctx, request, &next[1..]).await?;
+        let (status, headers, body) = response.deconstruct();
+        let counted = self.body_bytes.clone();
+        let body = body.inspect(move |chunk| {
+            if let Ok(bytes) = chunk {
+                counted.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+            }
+        });
+        Ok(AsyncRawResponse::new(status, headers, Box::pin(body)))
+    }
+}
+
+/// A field of `/proc/self/status` in KiB, such as `VmRSS` (resident memory now) or `VmHWM`
+/// (its peak).
+pub fn vm_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| {
+            let value = line.strip_prefix(field)?.strip_prefix(':')?;
+            value.trim().trim_end_matches("kB").trim().parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+}
+
+/// Sets the process's peak resident memory (`VmHWM`) back to its current resident memory
+/// (Linux: `echo 5 > /proc/self/clear_refs`); false where that is not allowed, and the peak
+/// then keeps counting from the start of the process.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }

@@ -11,101 +11,17 @@
 //! 3-5 are distributions and counts rather than means, so they are measured by hand and printed
 //! as tables after criterion's output.
 
-// The emulator credential of the integration tests.
-#[path = "../tests/common/mod.rs"]
 mod common;
 
-use azure_core::{
-    cloud::{CloudConfiguration, CustomConfiguration},
-    credentials::TokenCredential,
-    http::ClientOptions,
-};
-use azure_identity::ClientAssertionCredentialOptions;
-use azure_pipelines_credential::AzurePipelinesCredential;
-use azure_pipelines_emulator::{Emulator, EmulatorConfig, Endpoint};
+use azure_core::credentials::TokenCredential;
+use azure_pipelines_emulator::Endpoint;
+use common::{Bench, SCOPE, clock_read};
 use criterion::Criterion;
 use std::hint::black_box;
 use std::{
     sync::{Arc, Barrier},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
-
-const SCOPE: &str = "https://storage.azure.com/.default";
-
-struct Bench {
-    runtime: tokio::runtime::Runtime,
-    emulator: Emulator,
-}
-
-impl Bench {
-    fn ours(&self) -> Arc<AzurePipelinesCredential> {
-        common::emulator::credential(&self.emulator)
-    }
-
-    /// azure_identity's credential reads SYSTEM_OIDCREQUESTURI at construction; `main` set it.
-    fn theirs(&self) -> Arc<azure_identity::AzurePipelinesCredential> {
-        let e = &self.emulator;
-        let mut cloud = CustomConfiguration::default();
-        cloud.authority_host = e.authority_host(true);
-        azure_identity::AzurePipelinesCredential::new(
-            e.config().tenant_id.clone(),
-            e.config().client_id.clone(),
-            &e.config().service_connection_id,
-            e.config().system_access_token.clone(),
-            Some(azure_identity::AzurePipelinesCredentialOptions {
-                credential_options: ClientAssertionCredentialOptions {
-                    client_options: ClientOptions {
-                        cloud: Some(Arc::new(CloudConfiguration::from(cloud))),
-                        ..e.client_options()
-                    },
-                },
-            }),
-        )
-        .expect("azure_identity credential")
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn setup() -> Bench {
-    let https_port = free_port();
-    // SAFETY: nothing else runs yet (no runtime, no threads), so nothing reads the environment
-    // concurrently.
-    unsafe {
-        std::env::set_var(
-            "SYSTEM_OIDCREQUESTURI",
-            format!("https://localhost:{https_port}/placeholder"),
-        );
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let emulator = runtime
-        .block_on(Emulator::start_with(EmulatorConfig {
-            https_port,
-            ..Default::default()
-        }))
-        .expect("emulator");
-    let uri = emulator.oidc_request_uri(true);
-    assert!(uri.starts_with(&format!("https://localhost:{https_port}/")));
-    // SAFETY: the runtime's workers only run the emulator's tasks, which never read the
-    // environment.
-    unsafe { std::env::set_var("SYSTEM_OIDCREQUESTURI", uri) };
-    Bench { runtime, emulator }
-}
-
-/// The clock read of a cache hit: the system clock, as the credential reads it.
-fn clock_read() -> SystemTime {
-    #[allow(clippy::disallowed_methods)]
-    SystemTime::now()
-}
 
 fn hit_single_thread(c: &mut Criterion, bench: &Bench) {
     let ours = bench.ours();
@@ -410,7 +326,7 @@ fn thousand_cold_callers(bench: &Bench) -> Vec<String> {
 }
 
 fn main() {
-    let bench = setup();
+    let bench = Bench::start();
     let mut criterion = Criterion::default().configure_from_args();
     hit_single_thread(&mut criterion, &bench);
     hits_on_threads(&mut criterion, &bench);

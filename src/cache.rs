@@ -1,9 +1,10 @@
 //! The access-token cache.
 //!
 //! - Hits take no lock and write no shared memory: one `arc-swap` load of the table (which
-//!   holds the tokens), one clock read compared as a plain number, and the token clone that
-//!   `AccessToken` requires. A hit looks its key up borrowed (the call's [`Request`]), so it
-//!   allocates no key.
+//!   holds the tokens), one reading of the monotonic clock compared with a deadline, and the
+//!   token clone that `AccessToken` requires. A hit looks its key up borrowed (the call's
+//!   [`Request`]), so it allocates no key; in a small table (most credentials use a few scopes)
+//!   it compares keys directly instead of hashing the request.
 //! - Each token has a refresh time (Entra's `refresh_in`, half-life for long tokens, else a
 //!   window before expiry wide enough for azure_core's 5-minute bearer policy; minus a little
 //!   jitter) and a stop time shortly before expiry. Between the two, callers get the cached token
@@ -30,6 +31,7 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, AtomicI64, Ordering},
     },
+    time::Instant,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -43,19 +45,22 @@ pub(crate) const MAX_JITTER: Duration = Duration::seconds(60);
 /// A token is not handed out in its last moments: callers wait for a new one instead.
 const STOP_MARGIN: Duration = Duration::seconds(30);
 pub(crate) const DEFAULT_CAPACITY: usize = 256;
+/// Up to this many keys, a lookup compares keys one by one: cheaper than hashing the request.
+const SCAN_UP_TO: usize = 8;
 
-/// A cached token and when to stop trusting it.
+/// A cached token and when to stop trusting it, as deadlines on the monotonic clock.
 #[derive(Debug)]
 pub(crate) struct Cached {
     pub(crate) access: AccessToken,
     refresh_on: Option<OffsetDateTime>,
     token_type: String,
-    refresh_at: Millis,
-    stop_at: Millis,
+    refresh_at: Instant,
+    stop_at: Instant,
 }
 
 impl Cached {
-    fn new(info: AccessTokenInfo, now: Millis, jitter: f64) -> Self {
+    fn new(info: AccessTokenInfo, clock: &Clock, jitter: f64) -> Self {
+        let (now, now_instant) = (clock.now_millis(), clock.now_instant());
         let (refresh_at, stop_at) = schedule(
             clock::to_millis(info.expires_on),
             info.refresh_on.map(clock::to_millis),
@@ -66,8 +71,8 @@ impl Cached {
             access: AccessToken::new(info.token, info.expires_on),
             refresh_on: info.refresh_on,
             token_type: info.token_type,
-            refresh_at,
-            stop_at,
+            refresh_at: clock::at_offset(now_instant, refresh_at - now),
+            stop_at: clock::at_offset(now_instant, stop_at - now),
         }
     }
 
@@ -122,7 +127,61 @@ struct Entry {
     token: Option<Arc<Cached>>,
 }
 
-type Slots = HashMap<Arc<Key>, Entry>;
+/// The entries, in a vector scanned directly while it is small, with an index by key for when
+/// it is not. Both are rebuilt only on writes, which are rare.
+#[derive(Clone, Default)]
+struct Slots {
+    entries: Vec<(Arc<Key>, Entry)>,
+    index: HashMap<Arc<Key>, usize>,
+}
+
+impl Slots {
+    /// The entry of `request`, with its key.
+    #[inline]
+    fn find(&self, request: &Request<'_>) -> Option<&(Arc<Key>, Entry)> {
+        if self.entries.len() <= SCAN_UP_TO {
+            self.entries
+                .iter()
+                .find(|(key, _)| Equivalent::<Key>::equivalent(request, key))
+        } else {
+            let &i = self.index.get(&Probe(request))?;
+            self.entries.get(i)
+        }
+    }
+
+    fn get(&self, key: &Key) -> Option<&Entry> {
+        let &i = self.index.get(key)?;
+        self.entries.get(i).map(|(_, entry)| entry)
+    }
+
+    fn get_mut(&mut self, key: &Key) -> Option<&mut Entry> {
+        let &i = self.index.get(key)?;
+        self.entries.get_mut(i).map(|(_, entry)| entry)
+    }
+
+    fn insert(&mut self, key: Arc<Key>, entry: Entry) {
+        self.index.insert(key.clone(), self.entries.len());
+        self.entries.push((key, entry));
+    }
+
+    fn retain(&mut self, keep: impl FnMut(&(Arc<Key>, Entry)) -> bool) {
+        self.entries.retain(keep);
+        self.index = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, (key, _))| (key.clone(), i))
+            .collect();
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().map(|(_, entry)| entry)
+    }
+}
 
 /// Lets a borrowed request find its entry, whose key sits behind an `Arc`.
 struct Probe<'a, 'b>(&'a Request<'b>);
@@ -156,7 +215,7 @@ impl Table {
     fn set_token(&self, key: &Arc<Key>, token: Arc<Cached>) {
         let _writer = self.write.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.slots.load_full();
-        if !current.contains_key(key) {
+        if current.get(key).is_none() {
             return;
         }
         let mut next: Slots = (*current).clone();
@@ -233,9 +292,9 @@ impl TokenCache {
         W: Fn(Arc<Key>) -> F + Send,
         F: Future<Output = Result<AccessTokenInfo, Arc<Failure>>> + Send + 'static,
     {
-        let now = self.clock.now_millis();
+        let now = self.clock.now_instant();
         let slots = self.table.slots.load();
-        let Some((key, entry)) = slots.get_key_value(&Probe(request)) else {
+        let Some((key, entry)) = slots.find(request) else {
             return Lookup::Miss;
         };
         let Some(token) = entry.token.as_deref() else {
@@ -246,7 +305,7 @@ impl TokenCache {
         }
         if now < token.stop_at {
             let value = project(token);
-            return if self.refresh_in_background(key, &entry.slot, now, fetch) {
+            return if self.refresh_in_background(key, &entry.slot, fetch) {
                 Lookup::Refreshing(value)
             } else {
                 Lookup::Hit(value)
@@ -261,28 +320,22 @@ impl TokenCache {
         request: &Request<'_>,
         project: impl FnOnce(&Cached) -> R,
     ) -> Option<R> {
-        let now = self.clock.now_millis();
+        let now = self.clock.now_instant();
         let slots = self.table.slots.load();
-        let token = slots.get(&Probe(request))?.token.as_deref()?;
+        let token = slots.find(request)?.1.token.as_deref()?;
         (now < token.stop_at).then(|| project(token))
     }
 
     /// Starts the refresh of `key` unless one runs, is backing off, or the cache is closed.
     #[cold]
-    fn refresh_in_background<W, F>(
-        &self,
-        key: &Arc<Key>,
-        slot: &Arc<Slot>,
-        now: Millis,
-        fetch: W,
-    ) -> bool
+    fn refresh_in_background<W, F>(&self, key: &Arc<Key>, slot: &Arc<Slot>, fetch: W) -> bool
     where
         W: Fn(Arc<Key>) -> F + Send,
         F: Future<Output = Result<AccessTokenInfo, Arc<Failure>>> + Send + 'static,
     {
         if self.closed.load(Ordering::Acquire)
             || slot.flight.in_flight()
-            || now < slot.backoff_until.load(Ordering::Acquire)
+            || self.clock.now_millis() < slot.backoff_until.load(Ordering::Acquire)
         {
             return false;
         }
@@ -301,7 +354,7 @@ impl TokenCache {
     {
         let (key, slot) = self.entry(request);
         if let Some(token) = self.table.token(&key)
-            && self.clock.now_millis() < token.stop_at
+            && self.clock.now_instant() < token.stop_at
         {
             return (Served::Cached, Ok(token));
         }
@@ -322,8 +375,8 @@ impl TokenCache {
 
     /// Keeps `info`, acquired outside the cache, as the token of `key`.
     pub(crate) fn store(&self, key: &Arc<Key>, info: AccessTokenInfo) -> Arc<Cached> {
-        let now = self.clock.now_millis();
-        let cached = Arc::new(Cached::new(info, now, self.jitter_unit(now)));
+        let jitter = self.jitter_unit(self.clock.now_millis());
+        let cached = Arc::new(Cached::new(info, &self.clock, jitter));
         self.table.set_token(key, cached.clone());
         cached
     }
@@ -360,7 +413,7 @@ impl TokenCache {
             Box::pin(async move {
                 match fetching.await {
                     Ok(info) => {
-                        let cached = Arc::new(Cached::new(info, clock.now_millis(), jitter));
+                        let cached = Arc::new(Cached::new(info, &clock, jitter));
                         table.set_token(&key, cached.clone());
                         Ok(cached)
                     }
@@ -368,7 +421,10 @@ impl TokenCache {
                         let now = clock.now_millis();
                         slot.backoff_until
                             .store(now + millis(REFRESH_BACKOFF), Ordering::Release);
-                        if table.token(&key).is_some_and(|t| now < t.stop_at) {
+                        if table
+                            .token(&key)
+                            .is_some_and(|t| clock.now_instant() < t.stop_at)
+                        {
                             tracing::warn!(
                                 target: "azure_pipelines_credential",
                                 "token refresh failed; the cached token is still valid and stays in use; next attempt in {} s: {failure}",
@@ -384,7 +440,7 @@ impl TokenCache {
 
     /// The entry for `request`, created (evicting if the table is full) when missing.
     fn entry(&self, request: &Request<'_>) -> (Arc<Key>, Arc<Slot>) {
-        if let Some((k, entry)) = self.table.slots.load().get_key_value(&Probe(request)) {
+        if let Some((k, entry)) = self.table.slots.load().find(request) {
             return (k.clone(), entry.slot.clone());
         }
         let _writer = self
@@ -393,12 +449,12 @@ impl TokenCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let current = self.table.slots.load_full();
-        if let Some((k, entry)) = current.get_key_value(&Probe(request)) {
+        if let Some((k, entry)) = current.find(request) {
             return (k.clone(), entry.slot.clone());
         }
         let mut next: Slots = (*current).clone();
         if next.len() >= self.capacity {
-            evict(&mut next, self.capacity - 1, self.clock.now_millis());
+            evict(&mut next, self.capacity - 1, self.clock.now_instant());
         }
         let key = Arc::new(request.to_key());
         let slot = Arc::new(Slot {
@@ -429,8 +485,8 @@ impl TokenCache {
         self.table
             .slots
             .load()
-            .get(&Probe(request))
-            .is_some_and(|e| e.slot.flight.in_flight())
+            .find(request)
+            .is_some_and(|(_, e)| e.slot.flight.in_flight())
     }
 
     /// A number in `[0, 1)` that differs between processes and moments.
@@ -441,22 +497,22 @@ impl TokenCache {
 
 /// Shrinks `slots` to `keep` entries: expired or empty ones first, then the soonest to expire.
 /// Entries with a request in flight are kept.
-fn evict(slots: &mut Slots, keep: usize, now: Millis) {
-    let stop_at = |entry: &Entry| entry.token.as_ref().map_or(i64::MIN, |t| t.stop_at);
-    slots.retain(|_, e| e.slot.flight.in_flight() || stop_at(e) > now);
+fn evict(slots: &mut Slots, keep: usize, now: Instant) {
+    let stop_at = |entry: &Entry| entry.token.as_ref().map(|t| t.stop_at);
+    slots.retain(|(_, e)| e.slot.flight.in_flight() || stop_at(e).is_some_and(|s| s > now));
     if slots.len() <= keep {
         return;
     }
-    let mut by_expiry: Vec<(Millis, Arc<Key>)> = slots
+    let mut by_expiry: Vec<(Option<Instant>, Arc<Key>)> = slots
+        .entries
         .iter()
         .filter(|(_, e)| !e.slot.flight.in_flight())
         .map(|(k, e)| (stop_at(e), k.clone()))
         .collect();
     by_expiry.sort_unstable_by_key(|(stop, _)| *stop);
     let excess = slots.len() - keep;
-    for (_, key) in by_expiry.into_iter().take(excess) {
-        slots.remove(&key);
-    }
+    let evicted: Vec<Arc<Key>> = by_expiry.into_iter().take(excess).map(|(_, k)| k).collect();
+    slots.retain(|(key, _)| !evicted.iter().any(|e| Arc::ptr_eq(e, key)));
 }
 
 #[cfg(test)]

@@ -1,11 +1,15 @@
 //! Where the credential reads the time.
 //!
-//! Every expiry and refresh decision reads the time here, so the cache hit reads it once, as a
-//! plain number, and the crate's own tests move time forward instead of sleeping. Moving time is
-//! a crate-private seam: it does not exist outside `cfg(test)`, where `Clock` is a zero-sized
-//! handle on the system clock.
+//! Every expiry and refresh decision reads the time here, and the crate's own tests move time
+//! forward instead of sleeping. Moving time is a crate-private seam: it does not exist outside
+//! `cfg(test)`, where `Clock` is a zero-sized handle on the system's clocks.
+//!
+//! Two readings: the wall clock (Unix milliseconds, for token expiry times as Entra states them)
+//! and the monotonic clock (`Instant`, for the cache's deadlines). A cache hit reads only the
+//! monotonic clock and compares it with a deadline fixed when the token was stored: the cheapest
+//! reading there is, and one that a wall clock stepped by NTP cannot fool.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use time::OffsetDateTime;
 
 /// Unix time in milliseconds: what the cache compares on every hit.
@@ -17,9 +21,14 @@ pub(crate) enum Clock {
     /// The system's wall clock.
     #[default]
     System,
-    /// A clock that moves only when a test says so, shared by its clones.
+    /// A clock that moves only when a test says so, shared by its clones: Unix milliseconds,
+    /// and the `Instant` and milliseconds it started at (its monotonic reading moves with it).
     #[cfg(test)]
-    Manual(std::sync::Arc<std::sync::atomic::AtomicI64>),
+    Manual(
+        std::sync::Arc<std::sync::atomic::AtomicI64>,
+        Instant,
+        Millis,
+    ),
 }
 
 impl Clock {
@@ -35,7 +44,20 @@ impl Clock {
                 Err(_) => 0,
             },
             #[cfg(test)]
-            Clock::Manual(millis) => millis.load(std::sync::atomic::Ordering::SeqCst),
+            Clock::Manual(millis, ..) => millis.load(std::sync::atomic::Ordering::SeqCst),
+        }
+    }
+
+    /// The monotonic clock: what cache deadlines are compared with.
+    #[inline]
+    pub(crate) fn now_instant(&self) -> Instant {
+        match self {
+            Clock::System => Instant::now(),
+            #[cfg(test)]
+            Clock::Manual(millis, start, start_millis) => {
+                let moved = millis.load(std::sync::atomic::Ordering::SeqCst) - start_millis;
+                at_offset(*start, moved)
+            }
         }
     }
 
@@ -54,6 +76,16 @@ pub(crate) fn to_millis(at: OffsetDateTime) -> Millis {
     })
 }
 
+/// `base` moved by `millis` (either way), clamped to what `Instant` can hold.
+pub(crate) fn at_offset(base: Instant, millis: Millis) -> Instant {
+    let by = std::time::Duration::from_millis(millis.unsigned_abs());
+    if millis >= 0 {
+        base.checked_add(by).unwrap_or(base)
+    } else {
+        base.checked_sub(by).unwrap_or(base)
+    }
+}
+
 /// Unix milliseconds as a date; out-of-range values clamp to the Unix epoch.
 pub(crate) fn from_millis(millis: Millis) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
@@ -64,14 +96,17 @@ pub(crate) fn from_millis(millis: Millis) -> OffsetDateTime {
 impl Clock {
     /// A clock stopped at `start` (to the millisecond).
     pub(crate) fn manual(start: OffsetDateTime) -> Self {
-        Clock::Manual(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
-            to_millis(start),
-        )))
+        let start = to_millis(start);
+        Clock::Manual(
+            std::sync::Arc::new(std::sync::atomic::AtomicI64::new(start)),
+            Instant::now(),
+            start,
+        )
     }
 
     /// Moves a manual clock by `by` (backwards when negative).
     pub(crate) fn advance(&self, by: time::Duration) {
-        if let Clock::Manual(millis) = self {
+        if let Clock::Manual(millis, ..) = self {
             let by = i64::try_from(by.whole_milliseconds()).unwrap_or(i64::MAX);
             millis.fetch_add(by, std::sync::atomic::Ordering::SeqCst);
         }
@@ -79,7 +114,7 @@ impl Clock {
 
     /// Sets a manual clock to `at`.
     pub(crate) fn set(&self, at: OffsetDateTime) {
-        if let Clock::Manual(millis) = self {
+        if let Clock::Manual(millis, ..) = self {
             millis.store(to_millis(at), std::sync::atomic::Ordering::SeqCst);
         }
     }
@@ -99,6 +134,31 @@ mod tests {
         assert_eq!(clock.now_millis(), 90_000);
         clock.set(OffsetDateTime::UNIX_EPOCH + Duration::days(1));
         assert_eq!(shared.now().unix_timestamp(), 86_400);
+    }
+
+    #[test]
+    fn the_monotonic_reading_moves_with_a_manual_clock() {
+        let clock = Clock::manual(OffsetDateTime::UNIX_EPOCH);
+        let start = clock.now_instant();
+        clock.advance(Duration::seconds(90));
+        assert_eq!(
+            clock.now_instant() - start,
+            std::time::Duration::from_secs(90)
+        );
+        clock.advance(Duration::seconds(-30));
+        assert_eq!(
+            clock.now_instant() - start,
+            std::time::Duration::from_secs(60)
+        );
+        let base = Instant::now();
+        assert_eq!(
+            at_offset(base, 1500) - base,
+            std::time::Duration::from_millis(1500)
+        );
+        assert_eq!(
+            base - at_offset(base, -1500),
+            std::time::Duration::from_millis(1500)
+        );
     }
 
     #[test]

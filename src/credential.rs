@@ -22,7 +22,7 @@ use azure_core::{
 use azure_identity::ClientAssertionCredentialOptions;
 use futures::future::BoxFuture;
 use std::{fmt, sync::Arc, time::Duration};
-use tracing::{Instrument as _, Span, field};
+use tracing::{Instrument as _, Level, Span, field};
 
 pub(crate) const NAME: &str = "AzurePipelinesCredential";
 const TARGET: &str = "azure_pipelines_credential";
@@ -331,7 +331,11 @@ impl AzurePipelinesCredential {
         scopes: &[&str],
         options: Option<TokenRequestOptions<'_>>,
     ) -> azure_core::Result<AccessTokenInfo> {
-        self.get(scopes, options.as_ref(), Cached::info).await
+        match self.start(scopes, options.as_ref(), Cached::info) {
+            Step::Hit(info) => Ok(info),
+            Step::Wait(rest) => rest.await,
+            Step::Refused(failure) => Err(failure.into_error(NAME)),
+        }
     }
 
     /// The token for `scopes` that the credential can hand out without any request: from its
@@ -376,30 +380,43 @@ impl AzurePipelinesCredential {
         self.inner.assertion.close().await;
     }
 
-    /// One call, traced as one `get_token` span: the credential, scopes and tenant, the outcome
-    /// (`hit`, `hit, refreshing in the background`, `miss`, `joined a request in flight`,
-    /// `request with claims`, or the failure's section) and the HTTP requests the call made.
-    async fn get<R>(
-        &self,
-        scopes: &[&str],
-        options: Option<&TokenRequestOptions<'_>>,
-        project: impl Fn(&Cached) -> R,
-    ) -> azure_core::Result<R> {
-        let span = tracing::debug_span!(
-            target: TARGET,
-            "get_token",
-            credential = NAME,
-            scopes = ?scopes,
-            tenant = field::Empty,
-            outcome = field::Empty,
-            requests = 0u32,
-        );
+    /// The part of a call that never waits: the request, then a hit, or the boxed rest of the
+    /// call. A plain function, so that a hit builds no future of its own inside the one the
+    /// `TokenCredential` trait boxes.
+    ///
+    /// Each call is traced as one `get_token` span: the credential, scopes and tenant, the
+    /// outcome (`hit`, `hit, refreshing in the background`, `miss`, `joined a request in
+    /// flight`, `request with claims`, or the failure's section) and the HTTP requests the call
+    /// made.
+    #[inline]
+    fn start<'a, R>(
+        &'a self,
+        scopes: &'a [&'a str],
+        options: Option<&'a TokenRequestOptions<'a>>,
+        project: impl Fn(&Cached) -> R + Send + 'a,
+    ) -> Step<'a, R> {
+        // Built only when a subscriber wants it: a disabled span still costs a few hundred
+        // instructions per call (tracing's `log` compatibility), more than the rest of a hit.
+        let span = tracing::enabled!(target: TARGET, Level::DEBUG).then(|| {
+            tracing::debug_span!(
+                target: TARGET,
+                "get_token",
+                credential = NAME,
+                scopes = ?scopes,
+                tenant = field::Empty,
+                outcome = field::Empty,
+                requests = 0u32,
+            )
+        });
         let inner = &self.inner;
-        let request = Request::new(scopes, options, &inner.tenants).map_err(|f| {
-            span.record("outcome", f.section().anchor());
-            f.into_error(NAME)
-        })?;
-        span.record("tenant", request.tenant);
+        let request = match Request::new(scopes, options, &inner.tenants) {
+            Ok(request) => request,
+            Err(failure) => {
+                note(span.as_ref(), "outcome", failure.section().anchor());
+                return Step::Refused(failure);
+            }
+        };
+        note(span.as_ref(), "tenant", request.tenant);
         if request.claims.is_none() {
             let refresh = |key| {
                 let refresh = tracing::debug_span!(
@@ -410,68 +427,72 @@ impl AzurePipelinesCredential {
                     tenant = request.tenant,
                     requests = 0u32,
                 );
-                refresh.follows_from(&span);
+                refresh.follows_from(span.as_ref().and_then(Span::id));
                 acquire(inner.clone(), key, None, context_of(options), refresh)
             };
             match inner.cache.lookup(&request, &project, refresh) {
                 Lookup::Hit(value) => {
-                    span.record("outcome", "hit");
-                    return Ok(value);
+                    note(span.as_ref(), "outcome", "hit");
+                    return Step::Hit(value);
                 }
                 Lookup::Refreshing(value) => {
-                    span.record("outcome", "hit, refreshing in the background");
-                    return Ok(value);
+                    note(
+                        span.as_ref(),
+                        "outcome",
+                        "hit, refreshing in the background",
+                    );
+                    return Step::Hit(value);
                 }
                 Lookup::Miss => {}
             }
         }
-        self.miss(request, options, &span)
-            .instrument(span.clone())
-            .await
-            .map(|cached| project(&cached))
-            .map_err(|f| {
-                span.record("outcome", f.section().anchor());
-                f.to_error(NAME)
-            })
+        let span = span.unwrap_or_else(Span::none);
+        Step::Wait(Box::pin(async move {
+            self.miss(request, options, &span)
+                .instrument(span.clone())
+                .await
+                .map(|cached| project(&cached))
+                .map_err(|f| {
+                    note(Some(&span), "outcome", f.section().anchor());
+                    f.to_error(NAME)
+                })
+        }))
     }
 
-    /// The path that may wait on the network, boxed so that the hit path's future stays small.
-    #[cold]
-    fn miss<'a>(
-        &'a self,
-        request: Request<'a>,
-        options: Option<&'a TokenRequestOptions<'a>>,
-        span: &'a Span,
-    ) -> BoxFuture<'a, Result<Arc<Cached>, Arc<Failure>>> {
-        Box::pin(async move {
-            request::validate_scopes(request.scopes)?;
-            let inner = &self.inner;
-            match request.claims {
-                Some(claims) => {
-                    span.record("outcome", "request with claims");
-                    let claims = request::claims_param(Some(claims), request.cae)?;
-                    let key = inner.cache.key(&request);
-                    let ctx = context_of(options);
-                    let info =
-                        acquire(inner.clone(), key.clone(), claims, ctx, span.clone()).await?;
-                    Ok(inner.cache.store(&key, info))
-                }
-                None => {
-                    let fetch =
-                        |key| acquire(inner.clone(), key, None, context_of(options), span.clone());
-                    let (served, outcome) = inner.cache.wait(&request, fetch).await;
-                    span.record(
-                        "outcome",
-                        match served {
-                            Served::Cached => "hit",
-                            Served::Started => "miss",
-                            Served::Joined => "joined a request in flight",
-                        },
-                    );
-                    outcome
-                }
+    /// The path that may wait on the network.
+    async fn miss(
+        &self,
+        request: Request<'_>,
+        options: Option<&TokenRequestOptions<'_>>,
+        span: &Span,
+    ) -> Result<Arc<Cached>, Arc<Failure>> {
+        request::validate_scopes(request.scopes)?;
+        let inner = &self.inner;
+        match request.claims {
+            Some(claims) => {
+                note(Some(span), "outcome", "request with claims");
+                let claims = request::claims_param(Some(claims), request.cae)?;
+                let key = inner.cache.key(&request);
+                let ctx = context_of(options);
+                let info = acquire(inner.clone(), key.clone(), claims, ctx, span.clone()).await?;
+                Ok(inner.cache.store(&key, info))
             }
-        })
+            None => {
+                let fetch =
+                    |key| acquire(inner.clone(), key, None, context_of(options), span.clone());
+                let (served, outcome) = inner.cache.wait(&request, fetch).await;
+                note(
+                    Some(span),
+                    "outcome",
+                    match served {
+                        Served::Cached => "hit",
+                        Served::Started => "miss",
+                        Served::Joined => "joined a request in flight",
+                    },
+                );
+                outcome
+            }
+        }
     }
 }
 
@@ -483,6 +504,23 @@ impl crate::chain::TokenInfoSource for AzurePipelinesCredential {
         options: Option<TokenRequestOptions<'_>>,
     ) -> azure_core::Result<AccessTokenInfo> {
         self.get_token_info(scopes, options).await
+    }
+}
+
+/// The first step of a call: a token at once, the rest of the call (boxed, so that the hit
+/// path's future stays small), or a request refused before anything else (boxed, for the same
+/// reason).
+enum Step<'a, R> {
+    Hit(R),
+    Wait(BoxFuture<'a, azure_core::Result<R>>),
+    Refused(Box<Failure>),
+}
+
+/// Records `value` as `field` of `span`, when there is a span and it is on.
+#[inline]
+fn note(span: Option<&Span>, field: &str, value: impl tracing::Value) {
+    if let Some(span) = span.filter(|s| !s.is_disabled()) {
+        span.record(field, value);
     }
 }
 
@@ -505,8 +543,11 @@ impl TokenCredential for AzurePipelinesCredential {
         scopes: &[&str],
         options: Option<TokenRequestOptions<'_>>,
     ) -> azure_core::Result<AccessToken> {
-        self.get(scopes, options.as_ref(), |c| c.access.clone())
-            .await
+        match self.start(scopes, options.as_ref(), |c| c.access.clone()) {
+            Step::Hit(token) => Ok(token),
+            Step::Wait(rest) => rest.await,
+            Step::Refused(failure) => Err(failure.into_error(NAME)),
+        }
     }
 }
 
@@ -525,7 +566,7 @@ async fn acquire(
         .instrument(span.clone())
         .await;
     if let Some(attempts) = ctx.value::<timeout::Attempts>() {
-        span.record("requests", attempts.count());
+        note(Some(&span), "requests", attempts.count());
     }
     acquired
 }

@@ -72,15 +72,26 @@ pub(crate) struct Request<'a> {
 impl<'a> Request<'a> {
     /// The request `scopes` and `options` make of a credential with tenant rule `tenants`.
     /// Refuses a tenant the rule does not allow, before anything else happens.
+    #[inline]
     pub(crate) fn new(
         scopes: &'a [&'a str],
         options: Option<&'a TokenRequestOptions<'_>>,
         tenants: &'a TenantPolicy,
-    ) -> Result<Self, Failure> {
-        let context = TokenRequestContext::of(options);
+    ) -> Result<Self, Box<Failure>> {
+        let Some(context) = TokenRequestContext::of(options) else {
+            return Ok(Self {
+                scopes,
+                tenant: tenants.configured(),
+                cae: false,
+                claims: None,
+            });
+        };
+        let context = Some(context);
         Ok(Self {
             scopes,
-            tenant: tenants.resolve(context.and_then(|c| c.tenant_id.as_deref()))?,
+            tenant: tenants
+                .resolve(context.and_then(|c| c.tenant_id.as_deref()))
+                .map_err(Box::new)?,
             cae: context.is_some_and(|c| c.enable_cae),
             claims: context
                 .and_then(|c| c.claims.as_deref())

@@ -82,11 +82,13 @@ impl TenantPolicy {
     }
 
     /// The credential's own tenant.
+    #[inline]
     pub(crate) fn configured(&self) -> &str {
         &self.configured
     }
 
     /// The tenant a request for `requested` goes to, or why it may not.
+    #[inline]
     pub(crate) fn resolve<'a>(&'a self, requested: Option<&'a str>) -> Result<&'a str, Failure> {
         let configured = self.configured.as_str();
         let Some(requested) = requested.filter(|r| !r.is_empty()) else {

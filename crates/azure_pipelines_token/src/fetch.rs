@@ -1,5 +1,5 @@
-//! The part of a run that needs an async runtime: the credential (and the emulator), one
-//! `get_token_info`, `close`.
+//! Getting the token: from the persistent cache file when it has one, with no runtime and no
+//! HTTP client; else on a current-thread runtime, with one `get_token_info`, then `close`.
 
 use crate::plan::{Failure, Hint, Plan, Source};
 use azure_pipelines_credential::{
@@ -17,17 +17,8 @@ pub(crate) struct Fetched {
     pub(crate) configured_tenant: String,
 }
 
-/// Builds a current-thread runtime and gets the token on it.
-pub(crate) fn fetch_blocking(plan: &Plan) -> Result<Fetched, Failure> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::Other(format!("could not start the async runtime: {e}")))?;
-    runtime.block_on(fetch(plan))
-}
-
 /// Gets one token as `plan` says.
-async fn fetch(plan: &Plan) -> Result<Fetched, Failure> {
+pub(crate) fn fetch_blocking(plan: &Plan) -> Result<Fetched, Failure> {
     let options = AzurePipelinesCredentialOptions {
         additionally_allowed_tenants: plan.tenant.iter().cloned().collect(),
         persistent_cache: plan.persistent_cache.clone(),
@@ -35,7 +26,7 @@ async fn fetch(plan: &Plan) -> Result<Fetched, Failure> {
     };
     match &plan.source {
         #[cfg(feature = "emulator")]
-        Source::Emulator => emulator::fetch(plan, options).await,
+        Source::Emulator => runtime()?.block_on(emulator::fetch(plan, options)),
         Source::Pipeline {
             tenant_id,
             client_id,
@@ -59,14 +50,44 @@ async fn fetch(plan: &Plan) -> Result<Fetched, Failure> {
                     credential_failure(is_unavailable(&e), e.to_string(), Some(Hint::MissingInputs))
                 })?;
             let configured_tenant = tenant_id.clone().unwrap_or_default();
-            get(
+            // Building the credential started nothing: its HTTP client is built on first use.
+            // A token from the job's cache file needs no runtime and no HTTP client at all.
+            if let Some(info) =
+                credential.cached_token_info(&scopes(plan), Some(request(plan).into()))
+            {
+                return Ok(Fetched {
+                    info,
+                    configured_tenant,
+                });
+            }
+            runtime()?.block_on(get(
                 plan,
                 &credential,
                 configured_tenant,
                 Some(Hint::NotInPipeline),
-            )
-            .await
+            ))
         }
+    }
+}
+
+/// A current-thread runtime: one token needs no more.
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Other(format!("could not start the async runtime: {e}")))
+}
+
+fn scopes(plan: &Plan) -> Vec<&str> {
+    plan.scopes.iter().map(String::as_str).collect()
+}
+
+/// The plan's claims, tenant and CAE.
+fn request(plan: &Plan) -> TokenRequestContext {
+    TokenRequestContext {
+        claims: plan.claims.clone(),
+        tenant_id: plan.tenant.clone(),
+        enable_cae: plan.cae,
     }
 }
 
@@ -78,14 +99,8 @@ async fn get(
     configured_tenant: String,
     hint: Option<Hint>,
 ) -> Result<Fetched, Failure> {
-    let scopes: Vec<&str> = plan.scopes.iter().map(String::as_str).collect();
-    let context = TokenRequestContext {
-        claims: plan.claims.clone(),
-        tenant_id: plan.tenant.clone(),
-        enable_cae: plan.cae,
-    };
     let info = credential
-        .get_token_info(&scopes, Some(context.into()))
+        .get_token_info(&scopes(plan), Some(request(plan).into()))
         .await;
     credential.close().await;
     let info = info.map_err(|e| credential_failure(is_unavailable(&e), e.to_string(), hint))?;

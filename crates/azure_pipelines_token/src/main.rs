@@ -51,9 +51,8 @@ fn run(args: Args, local_offset: UtcOffset) -> Result<(), Failure> {
         eprintln!("{NAME}: warning: {warning}");
     }
 
-    // Everything up to here read only the arguments and the environment. This is where a token
-    // from the persistent cache file could be printed without a runtime, an HTTP client or a
-    // credential ever being built; from here on they are.
+    // Everything up to here read only the arguments and the environment. A token from the
+    // persistent cache file is printed without a runtime or an HTTP client ever being built.
     let fetched = fetch::fetch_blocking(&plan)?;
 
     let info = &fetched.info;

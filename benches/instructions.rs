@@ -1,0 +1,72 @@
+//! One cache hit, in instructions: run under callgrind by `benches/callgrind.sh`, which counts
+//! only what runs inside `hit` (`--toggle-collect`), so that setting up the emulator and the
+//! credentials does not count.
+//!
+//! `instructions <floor|floor_boxed|ours|theirs> <hits>` warms the credential, then makes `hits`
+//! calls of `hit`, each a `get_token` through `TokenCredential` polled with
+//! `futures::executor::block_on` (the floor: a clock read and a clone of the same token, plain
+//! or in a boxed future as `TokenCredential`'s `async_trait` makes every call).
+
+mod common;
+
+use azure_core::credentials::{AccessToken, TokenCredential};
+use common::{Bench, SCOPE, clock_read};
+use std::{future::Future, hint::black_box, pin::Pin, sync::Arc};
+
+enum Subject {
+    Floor(AccessToken),
+    FloorBoxed(AccessToken),
+    Credential(Arc<dyn TokenCredential>),
+}
+
+#[inline(never)]
+fn hit(subject: &Subject) {
+    match subject {
+        Subject::Floor(token) => {
+            black_box((clock_read(), token.token.clone()));
+        }
+        Subject::FloorBoxed(token) => {
+            let boxed: Pin<Box<dyn Future<Output = _> + Send>> =
+                Box::pin(async { (clock_read(), token.token.clone()) });
+            black_box(futures::executor::block_on(boxed));
+        }
+        Subject::Credential(credential) => {
+            black_box(futures::executor::block_on(credential.get_token(&[SCOPE], None)).ok());
+        }
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let what = args.next().unwrap_or_else(|| "ours".to_owned());
+    // `cargo bench` passes --bench; only a number counts.
+    let hits: u64 = args.find_map(|a| a.parse().ok()).unwrap_or(10_000);
+    let bench = Bench::start();
+    let ours = bench.ours();
+    let token = bench
+        .runtime
+        .block_on(ours.get_token(&[SCOPE], None))
+        .expect("token");
+    let subject = match what.as_str() {
+        "floor" => Subject::Floor(token),
+        "floor_boxed" => Subject::FloorBoxed(token),
+        "ours" => Subject::Credential(ours),
+        "theirs" => {
+            let theirs = bench.theirs();
+            bench
+                .runtime
+                .block_on(theirs.get_token(&[SCOPE], None))
+                .expect("token");
+            Subject::Credential(theirs)
+        }
+        other => {
+            eprintln!("unknown subject {other}: floor, floor_boxed, ours or theirs");
+            std::process::exit(2);
+        }
+    };
+    // Inside the runtime, as an application's hits are.
+    let _runtime = bench.runtime.enter();
+    for _ in 0..hits {
+        hit(&subject);
+    }
+}

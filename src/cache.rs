@@ -226,16 +226,6 @@ impl Table {
     }
 }
 
-/// What a lookup found.
-pub(crate) enum Lookup<R> {
-    /// A token to hand out now.
-    Hit(R),
-    /// A token to hand out now, due for refresh: this lookup started the refresh.
-    Refreshing(R),
-    /// No usable token: wait for one.
-    Miss,
-}
-
 /// How [`TokenCache::wait`] got its token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Served {
@@ -280,38 +270,32 @@ impl TokenCache {
 
     /// The cached token for `request`, projected by `project`, if one may be handed out now.
     ///
-    /// In the refresh window this also starts the background refresh with `fetch`.
+    /// In the refresh window this also starts the background refresh with `fetch`, and says so
+    /// in `refreshing`.
     #[inline]
     pub(crate) fn lookup<R, W, F>(
         &self,
         request: &Request<'_>,
         project: impl FnOnce(&Cached) -> R,
         fetch: W,
-    ) -> Lookup<R>
+        refreshing: &mut bool,
+    ) -> Option<R>
     where
         W: Fn(Arc<Key>) -> F + Send,
         F: Future<Output = Result<AccessTokenInfo, Arc<Failure>>> + Send + 'static,
     {
         let now = self.clock.now_instant();
         let slots = self.table.slots.load();
-        let Some((key, entry)) = slots.find(request) else {
-            return Lookup::Miss;
-        };
-        let Some(token) = entry.token.as_deref() else {
-            return Lookup::Miss;
-        };
+        let (key, entry) = slots.find(request)?;
+        let token = entry.token.as_deref()?;
         if now < token.refresh_at {
-            return Lookup::Hit(project(token));
+            return Some(project(token));
         }
         if now < token.stop_at {
-            let value = project(token);
-            return if self.refresh_in_background(key, &entry.slot, fetch) {
-                Lookup::Refreshing(value)
-            } else {
-                Lookup::Hit(value)
-            };
+            *refreshing = self.refresh_in_background(key, &entry.slot, fetch);
+            return Some(project(token));
         }
-        Lookup::Miss
+        None
     }
 
     /// The cached token for `request`, projected, if one may be handed out now; starts nothing.
@@ -631,10 +615,12 @@ mod tests {
     };
 
     fn hit(cache: &TokenCache, key: Request<'_>, source: &Source) -> Option<String> {
-        match cache.lookup(&key, |c| c.access.token.secret().to_owned(), source.fetch()) {
-            Lookup::Hit(t) | Lookup::Refreshing(t) => Some(t),
-            Lookup::Miss => None,
-        }
+        cache.lookup(
+            &key,
+            |c| c.access.token.secret().to_owned(),
+            source.fetch(),
+            &mut false,
+        )
     }
 
     /// Lets spawned tasks run until `done` holds (bounded: no test waits on wall time).

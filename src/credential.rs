@@ -4,7 +4,7 @@
 use crate::{
     AccessTokenInfo, AzurePipelinesAssertion,
     assertion::{self, OIDC_ENDPOINT},
-    cache::{Cached, DEFAULT_CAPACITY, Lookup, Served, TokenCache},
+    cache::{Cached, DEFAULT_CAPACITY, Served, TokenCache},
     clock::Clock,
     endpoint,
     error::{Failure, Section, ToError as _},
@@ -331,11 +331,10 @@ impl AzurePipelinesCredential {
         scopes: &[&str],
         options: Option<TokenRequestOptions<'_>>,
     ) -> azure_core::Result<AccessTokenInfo> {
-        match self.start(scopes, options.as_ref(), Cached::info) {
-            Step::Hit(info) => Ok(info),
-            Step::Wait(rest) => rest.await,
-            Step::Refused(failure) => Err(failure.into_error(NAME)),
+        if let Some(info) = self.hit(scopes, options.as_ref(), Cached::info) {
+            return Ok(info);
         }
+        self.get(scopes, options.as_ref(), Cached::info).await
     }
 
     /// The token for `scopes` that the credential can hand out without any request: from its
@@ -380,25 +379,44 @@ impl AzurePipelinesCredential {
         self.inner.assertion.close().await;
     }
 
-    /// The part of a call that never waits: the request, then a hit, or the boxed rest of the
-    /// call. A plain function, so that a hit builds no future of its own inside the one the
-    /// `TokenCredential` trait boxes.
-    ///
-    /// Each call is traced as one `get_token` span: the credential, scopes and tenant, the
+    /// A token from the cache at once, for a call that needs nothing else: no subscriber wants
+    /// its span, it has no claims, its request is valid. Every other call, hit or not, goes
+    /// through [`get`](Self::get). A plain function returning an `Option`, so that a hit builds
+    /// no future of its own and moves the token as little as possible.
+    #[inline]
+    fn hit<R>(
+        &self,
+        scopes: &[&str],
+        options: Option<&TokenRequestOptions<'_>>,
+        project: impl FnOnce(&Cached) -> R,
+    ) -> Option<R> {
+        if tracing::enabled!(target: TARGET, Level::DEBUG) {
+            return None;
+        }
+        let inner = &self.inner;
+        let request = match options {
+            None => Request::plain(scopes, inner.tenants.configured()),
+            Some(_) => Request::new(scopes, options, &inner.tenants)
+                .ok()
+                .filter(|request| request.claims.is_none())?,
+        };
+        let refresh = |key| acquire(inner.clone(), key, None, context_of(options), Span::none());
+        inner.cache.lookup(&request, project, refresh, &mut false)
+    }
+
+    /// A whole call, traced as one `get_token` span: the credential, scopes and tenant, the
     /// outcome (`hit`, `hit, refreshing in the background`, `miss`, `joined a request in
     /// flight`, `request with claims`, or the failure's section) and the HTTP requests the call
-    /// made.
-    #[inline]
-    fn start<'a, R>(
+    /// made. Boxed, so that the future of a call served by [`hit`](Self::hit) stays small.
+    #[cold]
+    fn get<'a, R: Send + 'a>(
         &'a self,
         scopes: &'a [&'a str],
         options: Option<&'a TokenRequestOptions<'a>>,
         project: impl Fn(&Cached) -> R + Send + 'a,
-    ) -> Step<'a, R> {
-        // Built only when a subscriber wants it: a disabled span still costs a few hundred
-        // instructions per call (tracing's `log` compatibility), more than the rest of a hit.
-        let span = tracing::enabled!(target: TARGET, Level::DEBUG).then(|| {
-            tracing::debug_span!(
+    ) -> BoxFuture<'a, azure_core::Result<R>> {
+        Box::pin(async move {
+            let span = tracing::debug_span!(
                 target: TARGET,
                 "get_token",
                 credential = NAME,
@@ -406,57 +424,50 @@ impl AzurePipelinesCredential {
                 tenant = field::Empty,
                 outcome = field::Empty,
                 requests = 0u32,
-            )
-        });
-        let inner = &self.inner;
-        let request = match Request::new(scopes, options, &inner.tenants) {
-            Ok(request) => request,
-            Err(failure) => {
-                note(span.as_ref(), "outcome", failure.section().anchor());
-                return Step::Refused(failure);
-            }
-        };
-        note(span.as_ref(), "tenant", request.tenant);
-        if request.claims.is_none() {
-            let refresh = |key| {
-                let refresh = tracing::debug_span!(
-                    target: TARGET,
-                    "token_refresh",
-                    credential = NAME,
-                    scopes = ?scopes,
-                    tenant = request.tenant,
-                    requests = 0u32,
-                );
-                refresh.follows_from(span.as_ref().and_then(Span::id));
-                acquire(inner.clone(), key, None, context_of(options), refresh)
-            };
-            match inner.cache.lookup(&request, &project, refresh) {
-                Lookup::Hit(value) => {
-                    note(span.as_ref(), "outcome", "hit");
-                    return Step::Hit(value);
-                }
-                Lookup::Refreshing(value) => {
-                    note(
-                        span.as_ref(),
-                        "outcome",
-                        "hit, refreshing in the background",
+            );
+            let inner = &self.inner;
+            let request = Request::new(scopes, options, &inner.tenants).map_err(|failure| {
+                note(&span, "outcome", failure.section().anchor());
+                failure.into_error(NAME)
+            })?;
+            note(&span, "tenant", request.tenant);
+            if request.claims.is_none() {
+                let refresh = |key| {
+                    let refresh = tracing::debug_span!(
+                        target: TARGET,
+                        "token_refresh",
+                        credential = NAME,
+                        scopes = ?scopes,
+                        tenant = request.tenant,
+                        requests = 0u32,
                     );
-                    return Step::Hit(value);
+                    refresh.follows_from(&span);
+                    acquire(inner.clone(), key, None, context_of(options), refresh)
+                };
+                let mut refreshing = false;
+                if let Some(value) =
+                    inner
+                        .cache
+                        .lookup(&request, &project, refresh, &mut refreshing)
+                {
+                    let outcome = if refreshing {
+                        "hit, refreshing in the background"
+                    } else {
+                        "hit"
+                    };
+                    note(&span, "outcome", outcome);
+                    return Ok(value);
                 }
-                Lookup::Miss => {}
             }
-        }
-        let span = span.unwrap_or_else(Span::none);
-        Step::Wait(Box::pin(async move {
             self.miss(request, options, &span)
                 .instrument(span.clone())
                 .await
                 .map(|cached| project(&cached))
                 .map_err(|f| {
-                    note(Some(&span), "outcome", f.section().anchor());
+                    note(&span, "outcome", f.section().anchor());
                     f.to_error(NAME)
                 })
-        }))
+        })
     }
 
     /// The path that may wait on the network.
@@ -470,7 +481,7 @@ impl AzurePipelinesCredential {
         let inner = &self.inner;
         match request.claims {
             Some(claims) => {
-                note(Some(span), "outcome", "request with claims");
+                note(span, "outcome", "request with claims");
                 let claims = request::claims_param(Some(claims), request.cae)?;
                 let key = inner.cache.key(&request);
                 let ctx = context_of(options);
@@ -482,7 +493,7 @@ impl AzurePipelinesCredential {
                     |key| acquire(inner.clone(), key, None, context_of(options), span.clone());
                 let (served, outcome) = inner.cache.wait(&request, fetch).await;
                 note(
-                    Some(span),
+                    span,
                     "outcome",
                     match served {
                         Served::Cached => "hit",
@@ -507,19 +518,9 @@ impl crate::chain::TokenInfoSource for AzurePipelinesCredential {
     }
 }
 
-/// The first step of a call: a token at once, the rest of the call (boxed, so that the hit
-/// path's future stays small), or a request refused before anything else (boxed, for the same
-/// reason).
-enum Step<'a, R> {
-    Hit(R),
-    Wait(BoxFuture<'a, azure_core::Result<R>>),
-    Refused(Box<Failure>),
-}
-
-/// Records `value` as `field` of `span`, when there is a span and it is on.
-#[inline]
-fn note(span: Option<&Span>, field: &str, value: impl tracing::Value) {
-    if let Some(span) = span.filter(|s| !s.is_disabled()) {
+/// Records `value` as `field` of `span`, when the span is on.
+fn note(span: &Span, field: &str, value: impl tracing::Value) {
+    if !span.is_disabled() {
         span.record(field, value);
     }
 }
@@ -543,11 +544,11 @@ impl TokenCredential for AzurePipelinesCredential {
         scopes: &[&str],
         options: Option<TokenRequestOptions<'_>>,
     ) -> azure_core::Result<AccessToken> {
-        match self.start(scopes, options.as_ref(), |c| c.access.clone()) {
-            Step::Hit(token) => Ok(token),
-            Step::Wait(rest) => rest.await,
-            Step::Refused(failure) => Err(failure.into_error(NAME)),
+        let project = |c: &Cached| c.access.clone();
+        if let Some(token) = self.hit(scopes, options.as_ref(), project) {
+            return Ok(token);
         }
+        self.get(scopes, options.as_ref(), project).await
     }
 }
 
@@ -566,7 +567,7 @@ async fn acquire(
         .instrument(span.clone())
         .await;
     if let Some(attempts) = ctx.value::<timeout::Attempts>() {
-        note(Some(&span), "requests", attempts.count());
+        note(&span, "requests", attempts.count());
     }
     acquired
 }

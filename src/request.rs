@@ -70,6 +70,17 @@ pub(crate) struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
+    /// The request of a call without options: `scopes` from the credential's own `tenant`.
+    #[inline]
+    pub(crate) fn plain(scopes: &'a [&'a str], tenant: &'a str) -> Self {
+        Self {
+            scopes,
+            tenant,
+            cae: false,
+            claims: None,
+        }
+    }
+
     /// The request `scopes` and `options` make of a credential with tenant rule `tenants`.
     /// Refuses a tenant the rule does not allow, before anything else happens.
     #[inline]
@@ -79,12 +90,7 @@ impl<'a> Request<'a> {
         tenants: &'a TenantPolicy,
     ) -> Result<Self, Box<Failure>> {
         let Some(context) = TokenRequestContext::of(options) else {
-            return Ok(Self {
-                scopes,
-                tenant: tenants.configured(),
-                cae: false,
-                claims: None,
-            });
+            return Ok(Self::plain(scopes, tenants.configured()));
         };
         let context = Some(context);
         Ok(Self {

@@ -342,10 +342,6 @@ async fn a_file_swapped_while_the_reader_waits_for_the_lock_is_checked_as_it_is_
 /// A cache path that is not a regular file (here a named pipe, which a plain open would wait
 /// on for a writer) is refused, and the credential does not hang on it.
 #[tokio::test]
-#[ignore = "library: src/persistent_cache/file.rs opens the cache file (read_unlocked, \
-            O_RDONLY|O_NOFOLLOW, no O_NONBLOCK) before its fstat type check, and open(2) on a \
-            named pipe blocks until a writer comes: get_token hangs forever (the file thread is \
-            awaited outside token_timeout)"]
 async fn a_cache_path_that_is_not_a_regular_file_is_refused() {
     let emulator = Emulator::start().await.unwrap();
     let dir = scratch("fifo");

@@ -114,8 +114,13 @@ impl CacheFile {
 }
 
 /// Opens `path` with `options`, failing (ELOOP) when its last component is a symbolic link.
+///
+/// Without blocking: opening a named pipe put in the file's place would otherwise wait for a
+/// writer forever; it is then refused as "not a regular file" by the check on the descriptor.
+/// (On a regular file `O_NONBLOCK` changes nothing.)
 fn open_nofollow(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
-    options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    options
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32);
     options.open(path).map_err(|e| {
         if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
             io::Error::new(e.kind(), "it is a symbolic link")

@@ -16,7 +16,8 @@ use azure_core::{
 use futures::StreamExt as _;
 use std::{borrow::Cow, time::Duration};
 
-/// Bodies from either endpoint are a few kilobytes; anything past this is refused unread.
+/// Bodies from either endpoint are a few kilobytes; a body that grows past this is refused, and
+/// the rest of it is not read.
 pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Response headers worth logging and quoting in errors: support uses them to find a request.
@@ -126,7 +127,7 @@ impl HttpClient {
                         Section::ResponseTooLarge,
                         format!(
                             "The {endpoint_name} sent a response body larger than \
-                             {MAX_BODY_BYTES} bytes (HTTP {status}); it was refused unread. Check \
+                             {MAX_BODY_BYTES} bytes (HTTP {status}); it was refused without reading the rest. Check \
                              that the endpoint's address is right."
                         ),
                     ));

@@ -304,7 +304,7 @@ async fn a_hundred_megabyte_body_is_refused_at_one_mebibyte_in_bounded_memory() 
             &[
                 &format!(
                     "The {} sent a response body larger than 1048576 bytes (HTTP 200); it was \
-                     refused unread",
+                     refused without reading the rest",
                     name(endpoint)
                 ),
                 "TROUBLESHOOTING.md#response-too-large",

@@ -2,7 +2,7 @@
 //! the background (one refresh, however many callers, CAE still announced) while the old token
 //! is served, and the OIDC token reused across scopes until a minute before it expires.
 
-use super::{STORAGE, VAULT, cae, eventually, requests, setup};
+use super::{Events, STORAGE, VAULT, cae, eventually, requests, setup};
 use azure_core::credentials::TokenCredential;
 use azure_pipelines_emulator::Endpoint;
 use serde_json::json;
@@ -196,4 +196,43 @@ async fn after_close_cached_tokens_are_served_and_nothing_reaches_the_network() 
     let_tasks_run().await;
 
     assert_eq!(requests(&emulator), (1, 1));
+}
+
+/// A hit in the refresh window is one `get_token` span with the outcome `hit, refreshing in the
+/// background` and no request of its own; the refresh is a `token_refresh` span that records
+/// the requests it made.
+// A current-thread runtime keeps the spawned refresh on this thread, where the thread-local
+// subscriber sees it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_background_refresh_is_traced_apart_from_the_hit_that_started_it() {
+    let (events, _guard) = Events::record();
+    let (emulator, time, credential) = setup(|_| {}).await;
+    emulator
+        .control()
+        .set_refresh_in(Some(StdDuration::from_secs(1800)));
+    credential.get_token(&[STORAGE], None).await.unwrap();
+    assert_eq!(requests(&emulator), (1, 1));
+
+    time.set(1801);
+    credential.get_token(&[STORAGE], None).await.unwrap();
+    eventually(|| requests(&emulator) == (2, 2)).await;
+    let_tasks_run().await;
+
+    let spans = events.spans_text();
+    let hits: Vec<&str> = spans
+        .lines()
+        .filter(|line| line.contains("outcome=\"hit, refreshing in the background\""))
+        .collect();
+    assert_eq!(hits.len(), 1, "{spans}");
+    assert!(
+        spans
+            .lines()
+            .any(|line| line.starts_with("azure_pipelines_credential token_refresh ")),
+        "{spans}"
+    );
+    // The refresh fetched a new OIDC token (the first one had expired) and exchanged it.
+    assert!(
+        spans.lines().any(|line| line.trim() == "requests=2"),
+        "{spans}"
+    );
 }

@@ -22,7 +22,13 @@ use azure_core::{
 };
 use azure_identity::ClientAssertionCredentialOptions;
 use azure_pipelines_emulator::Emulator;
+use std::{
+    fmt::Write as _,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration as StdDuration,
+};
 use time::{Duration, OffsetDateTime};
+use tracing_subscriber::layer::SubscriberExt as _;
 
 const STORAGE: &str = "https://storage.azure.com/.default";
 const VAULT: &str = "https://vault.azure.net/.default";
@@ -136,4 +142,117 @@ async fn eventually(mut done: impl FnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     panic!("condition not reached");
+}
+
+/// The events logged on this thread, each as its fields' text, and (apart) the fields of the
+/// spans opened on it, each as `target span field=value ...`.
+#[derive(Clone, Default)]
+pub(super) struct Events {
+    events: Arc<Mutex<Vec<(String, String)>>>,
+    spans: Arc<Mutex<Vec<String>>>,
+}
+
+/// `name=value ` for each field recorded.
+fn fields_text(record: impl FnOnce(&mut dyn tracing::field::Visit)) -> String {
+    let mut text = String::new();
+    record(
+        &mut |field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
+            let _ = write!(text, "{}={value:?} ", field.name());
+        },
+    );
+    text
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Events {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let text = fields_text(|visit| event.record(visit));
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((event.metadata().target().to_owned(), text));
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let meta = attrs.metadata();
+        let text = fields_text(|visit| attrs.record(visit));
+        self.spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(format!("{} {} {text}", meta.target(), meta.name()));
+    }
+
+    fn on_record(
+        &self,
+        _: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let text = fields_text(|visit| values.record(visit));
+        self.spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(text);
+    }
+}
+
+impl Events {
+    /// Records this thread's events until the guard is dropped.
+    pub(super) fn record() -> (Self, tracing::subscriber::DefaultGuard) {
+        let events = Self::default();
+        let subscriber = tracing_subscriber::registry().with(events.clone());
+        let guard = tracing::subscriber::set_default(subscriber);
+        // Other tests of this binary run on other threads without a subscriber; a callsite they
+        // register while this one is being installed can keep a stale "never" interest.
+        tracing::callsite::rebuild_interest_cache();
+        (events, guard)
+    }
+
+    pub(super) fn count(&self, needle: &str) -> usize {
+        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        events.iter().filter(|(_, e)| e.contains(needle)).count()
+    }
+
+    /// The text of every event whose target starts with `target`, one per line.
+    pub(super) fn text_of(&self, target: &str) -> String {
+        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        let lines: Vec<&str> = events
+            .iter()
+            .filter(|(t, _)| t.starts_with(target))
+            .map(|(_, text)| text.as_str())
+            .collect();
+        lines.join("\n")
+    }
+
+    /// The fields of every span opened on this thread (with their later values), one per line.
+    pub(super) fn spans_text(&self) -> String {
+        self.spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .join("\n")
+    }
+
+    pub(super) fn any(&self, needle: &str) -> bool {
+        self.count(needle) > 0
+    }
+
+    /// Waits (bounded) until `n` events have `needle`, then lets the tasks that were woken by
+    /// the same event run: on a current-thread runtime, `yield_now` puts this task behind
+    /// every ready task.
+    pub(super) async fn wait_for(&self, needle: &str, n: usize) -> usize {
+        for _ in 0..1000 {
+            if self.count(needle) >= n {
+                break;
+            }
+            tokio::time::sleep(StdDuration::from_millis(5)).await;
+        }
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        self.count(needle)
+    }
 }

@@ -9,7 +9,7 @@ use azure_pipelines_emulator::{Emulator, Endpoint};
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_azure-pipelines-token");
@@ -166,49 +166,6 @@ async fn eight_cold_processes_at_once_all_succeed_and_leave_a_valid_file() {
         assert_eq!(mode(&folder.join(FILE)), 0o600);
     }
     let _ = std::fs::remove_dir_all(&temp);
-}
-
-/// Not a test: the measurement behind the CLI's default. Run with
-/// `cargo test -p azure_pipelines_token --test persistent_cache -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, not a check"]
-async fn measure_cli_with_and_without_the_cache() {
-    const RUNS: usize = 20;
-    let emulator = Emulator::start().await.unwrap();
-    emulator
-        .control()
-        .set_latency(Endpoint::Oidc, Duration::from_millis(120));
-    emulator
-        .control()
-        .set_latency(Endpoint::Token, Duration::from_millis(80));
-    for (label, flag) in [
-        ("without the cache", "--no-persistent-cache"),
-        ("with the cache", "--persistent-cache"),
-    ] {
-        let temp = scratch(&format!("measure-{}", &flag[2..]));
-        emulator.control().reset_counters();
-        let mut times = Vec::new();
-        let start = Instant::now();
-        for _ in 0..RUNS {
-            let one = Instant::now();
-            run(cli(&emulator, &temp, &[flag])).await;
-            times.push(one.elapsed());
-        }
-        let total = start.elapsed();
-        let first = times[0];
-        let mut rest = times[1..].to_vec();
-        rest.sort();
-        let (oidc, token) = exchanges(&emulator);
-        println!(
-            "{RUNS} CLI runs {label} (OIDC 120 ms, Entra 80 ms): total {total:?}, first \
-             {first:?}, then median {:?}, min {:?}, max {:?}; {oidc} OIDC + {token} token \
-             requests",
-            rest[rest.len() / 2],
-            rest[0],
-            rest[rest.len() - 1]
-        );
-        let _ = std::fs::remove_dir_all(&temp);
-    }
 }
 
 #[tokio::test]

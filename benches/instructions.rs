@@ -2,15 +2,16 @@
 //! only what runs inside `hit` (`--toggle-collect`), so that setting up the emulator and the
 //! credentials does not count.
 //!
-//! `instructions <floor|floor_boxed|ours|theirs> <hits>` warms the credential, then makes `hits`
+//! `instructions <floor|floor_boxed|floor_trait|ours|theirs> <hits>` warms the credential, then makes `hits`
 //! calls of `hit`, each a `get_token` through `TokenCredential` polled with
 //! `futures::executor::block_on` (the floor: a clock read and a clone of the same token, plain
-//! or in a boxed future as `TokenCredential`'s `async_trait` makes every call).
+//! or in a boxed future as `TokenCredential`'s `async_trait` makes every call, or as the
+//! `get_token` of a `TokenCredential` that only returns a stored token: `FloorCredential`).
 
 mod common;
 
 use azure_core::credentials::{AccessToken, TokenCredential};
-use common::{Bench, SCOPE, clock_read};
+use common::{Bench, FloorCredential, SCOPE, clock_read};
 use std::{future::Future, hint::black_box, pin::Pin, sync::Arc};
 
 enum Subject {
@@ -50,6 +51,7 @@ fn main() {
     let subject = match what.as_str() {
         "floor" => Subject::Floor(token),
         "floor_boxed" => Subject::FloorBoxed(token),
+        "floor_trait" => Subject::Credential(Arc::new(FloorCredential(token))),
         "ours" => Subject::Credential(ours),
         "theirs" => {
             let theirs = bench.theirs();
@@ -60,7 +62,7 @@ fn main() {
             Subject::Credential(theirs)
         }
         other => {
-            eprintln!("unknown subject {other}: floor, floor_boxed, ours or theirs");
+            eprintln!("unknown subject {other}: floor, floor_boxed, floor_trait, ours or theirs");
             std::process::exit(2);
         }
     };

@@ -15,7 +15,7 @@ mod common;
 
 use azure_core::credentials::TokenCredential;
 use azure_pipelines_emulator::Endpoint;
-use common::{Bench, SCOPE, clock_read};
+use common::{Bench, FloorCredential, SCOPE, clock_read};
 use criterion::Criterion;
 use std::hint::black_box;
 use std::{
@@ -43,6 +43,13 @@ fn hit_single_thread(c: &mut Criterion, bench: &Bench) {
                 Box::pin(async { (clock_read(), token.token.clone()) });
             black_box(boxed.await)
         })
+    });
+    // The same as the `get_token` of a TokenCredential: its boxed future also holds the scopes
+    // and options every call passes.
+    let floor = FloorCredential(token.clone());
+    group.bench_function("floor_as_token_credential", |b| {
+        b.to_async(&bench.runtime)
+            .iter(|| async { black_box(floor.get_token(&[SCOPE], None).await) })
     });
     group.bench_function("azure_pipelines_credential", |b| {
         b.to_async(&bench.runtime)

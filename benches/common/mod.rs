@@ -7,6 +7,7 @@ mod tests_common;
 
 use azure_core::{
     cloud::{CloudConfiguration, CustomConfiguration},
+    credentials::{AccessToken, TokenCredential, TokenRequestOptions},
     http::ClientOptions,
 };
 use azure_identity::ClientAssertionCredentialOptions;
@@ -89,4 +90,27 @@ fn free_port() -> u16 {
 pub fn clock_read() -> SystemTime {
     #[allow(clippy::disallowed_methods)]
     SystemTime::now()
+}
+
+/// The least any `TokenCredential` can do per call: the boxed future `async_trait` makes of
+/// `get_token` (holding the caller's scopes and options), one clock read and a clone of a
+/// stored token. The floor for a credential called through the trait.
+pub struct FloorCredential(pub AccessToken);
+
+impl std::fmt::Debug for FloorCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FloorCredential")
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for FloorCredential {
+    async fn get_token(
+        &self,
+        _scopes: &[&str],
+        _options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        std::hint::black_box(clock_read());
+        Ok(self.0.clone())
+    }
 }

@@ -226,65 +226,100 @@ async fn token_checks_tenant() -> TestResult {
     Ok(())
 }
 
+/// The token endpoint's answer to a valid form with `field` set to `value` (`None` leaves it
+/// out).
+async fn post_altered(em: &Emulator, field: &'static str, value: Option<&str>) -> Reply {
+    let mut form = token_form(em, &em.issue_oidc_token());
+    set(&mut form, field, value);
+    post_token(em, &plain(), false, &em.config().tenant_id, &form).await
+}
+
+/// A form with one field changed: the status, error, AADSTS code and a piece of the
+/// description that Entra answers with.
+async fn check_altered_forms(
+    em: &Emulator,
+    cases: &[(&'static str, Option<&str>, u16, &str, u64, &str)],
+) {
+    for &(field, value, status, error, code, says) in cases {
+        let reply = post_altered(em, field, value).await;
+        let case = format!("{field} = {value:?}: {}", reply.body);
+        assert_eq!(reply.status, status, "{case}");
+        assert_eq!(reply.aadsts(), (error.to_owned(), code), "{case}");
+        assert!(reply.body.contains(says), "{case}");
+    }
+}
+
 #[tokio::test]
 async fn token_checks_client_id_grant_and_assertion_type() -> TestResult {
     let em = Emulator::start().await?;
-    let tenant = em.config().tenant_id.clone();
-    let good = token_form(&em, &em.issue_oidc_token());
+    let other_app = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+    check_altered_forms(
+        &em,
+        &[
+            (
+                "client_id",
+                Some(other_app),
+                400,
+                "unauthorized_client",
+                700016,
+                other_app,
+            ),
+            (
+                "grant_type",
+                None,
+                400,
+                "invalid_request",
+                900144,
+                "'grant_type'",
+            ),
+            (
+                "grant_type",
+                Some("password"),
+                400,
+                "unsupported_grant_type",
+                70003,
+                "'password'",
+            ),
+            (
+                "client_assertion_type",
+                Some("urn:something:else"),
+                400,
+                "invalid_request",
+                70002,
+                "urn:something:else",
+            ),
+            (
+                "client_assertion_type",
+                None,
+                400,
+                "invalid_request",
+                900144,
+                "'client_assertion_type'",
+            ),
+            (
+                "client_assertion",
+                None,
+                401,
+                "invalid_client",
+                7000218,
+                "'client_assertion'",
+            ),
+        ],
+    )
+    .await;
 
-    let mut form = good.clone();
-    set(
-        &mut form,
-        "client_id",
-        Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"),
-    );
-    let reply = post_token(&em, &plain(), false, &tenant, &form).await;
-    assert_eq!(reply.status, 400);
-    assert_eq!(reply.aadsts(), ("unauthorized_client".to_owned(), 700016));
-    assert!(reply.body.contains("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"));
-
-    let mut form = good.clone();
-    set(&mut form, "grant_type", None);
-    let reply = post_token(&em, &plain(), false, &tenant, &form).await;
-    assert_eq!(reply.aadsts(), ("invalid_request".to_owned(), 900144));
-    assert!(reply.body.contains("'grant_type'"));
-
-    let mut form = good.clone();
-    set(&mut form, "grant_type", Some("password"));
-    let reply = post_token(&em, &plain(), false, &tenant, &form).await;
-    assert_eq!(reply.aadsts(), ("unsupported_grant_type".to_owned(), 70003));
-
-    let mut form = good.clone();
-    set(
-        &mut form,
-        "client_assertion_type",
-        Some("urn:something:else"),
-    );
-    let reply = post_token(&em, &plain(), false, &tenant, &form).await;
-    assert_eq!(reply.aadsts().1, 70002);
-
-    let mut form = good.clone();
-    set(&mut form, "client_assertion_type", None);
-    let reply = post_token(&em, &plain(), false, &tenant, &form).await;
-    assert_eq!(reply.aadsts().1, 900144);
-
-    let mut form = good.clone();
-    set(&mut form, "client_assertion", None);
-    let reply = post_token(&em, &plain(), false, &tenant, &form).await;
-    assert_eq!(reply.status, 401);
-    assert_eq!(reply.aadsts(), ("invalid_client".to_owned(), 7000218));
-
+    let tenant = &em.config().tenant_id;
     // Not form-encoded: Entra sees no parameters at all.
     let reply = send(
         plain()
-            .post(em.token_endpoint(false, &tenant))
+            .post(em.token_endpoint(false, tenant))
             .header("Content-Type", "application/json")
             .body("{}"),
     )
     .await;
     assert_eq!(reply.aadsts().1, 900144);
 
-    let reply = send(plain().get(em.token_endpoint(false, &tenant))).await;
+    let reply = send(plain().get(em.token_endpoint(false, tenant))).await;
     assert_eq!(reply.aadsts().1, 900561);
     Ok(())
 }
@@ -292,28 +327,30 @@ async fn token_checks_client_id_grant_and_assertion_type() -> TestResult {
 #[tokio::test]
 async fn token_checks_scope() -> TestResult {
     let em = Emulator::start().await?;
-    let tenant = em.config().tenant_id.clone();
-    let good = token_form(&em, &em.issue_oidc_token());
-
-    let mut form = good.clone();
-    set(
-        &mut form,
-        "scope",
-        Some("https://storage.azure.com/user_impersonation"),
-    );
-    let reply = post_token(&em, &plain(), false, &tenant, &form).await;
-    assert_eq!(reply.status, 400);
-    assert_eq!(reply.aadsts(), ("invalid_scope".to_owned(), 1002012));
-
-    let mut form = good.clone();
-    set(&mut form, "scope", None);
-    let reply = post_token(&em, &plain(), false, &tenant, &form).await;
-    assert_eq!(reply.aadsts().1, 900144);
-
-    let mut form = good.clone();
-    set(&mut form, "scope", Some("storage/.default"));
-    let reply = post_token(&em, &plain(), false, &tenant, &form).await;
-    assert_eq!(reply.aadsts().1, 500011);
+    let not_default = "https://storage.azure.com/user_impersonation";
+    check_altered_forms(
+        &em,
+        &[
+            (
+                "scope",
+                Some(not_default),
+                400,
+                "invalid_scope",
+                1002012,
+                not_default,
+            ),
+            ("scope", None, 400, "invalid_request", 900144, "'scope'"),
+            (
+                "scope",
+                Some("storage/.default"),
+                400,
+                "invalid_resource",
+                500011,
+                "storage",
+            ),
+        ],
+    )
+    .await;
 
     for (scope, aud) in [
         ("api://my-app/.default", "api://my-app"),
@@ -326,9 +363,7 @@ async fn token_checks_scope() -> TestResult {
             "d4f0c4a2-6c1e-4a3b-9f6e-2b7d8c9e0f11",
         ),
     ] {
-        let mut form = good.clone();
-        set(&mut form, "scope", Some(scope));
-        let reply = post_token(&em, &plain(), false, &tenant, &form).await;
+        let reply = post_altered(&em, "scope", Some(scope)).await;
         assert_eq!(reply.status, 200, "{scope}: {}", reply.body);
         let claims = jwt_part(reply.json()["access_token"].as_str().unwrap_or_default(), 1);
         assert_eq!(claims["aud"], aud);
@@ -339,30 +374,22 @@ async fn token_checks_scope() -> TestResult {
 #[tokio::test]
 async fn token_checks_claims_and_supports_cae() -> TestResult {
     let em = Emulator::start().await?;
-    let tenant = em.config().tenant_id.clone();
-    let good = token_form(&em, &em.issue_oidc_token());
 
     for bad in ["{not json", "[1,2]", "\"text\""] {
-        let mut form = good.clone();
-        set(&mut form, "claims", Some(bad));
-        let reply = post_token(&em, &plain(), false, &tenant, &form).await;
+        let reply = post_altered(&em, "claims", Some(bad)).await;
         assert_eq!(reply.status, 400, "{bad}");
         assert_eq!(reply.aadsts().0, "invalid_request");
     }
 
     let cae = json!({"access_token": {"xms_cc": {"values": ["CP1"]}}});
-    let mut form = good.clone();
-    set(&mut form, "claims", Some(&cae.to_string()));
-    let reply = post_token(&em, &plain(), false, &tenant, &form).await;
+    let reply = post_altered(&em, "claims", Some(&cae.to_string())).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let claims = jwt_part(reply.json()["access_token"].as_str().unwrap_or_default(), 1);
     assert_eq!(claims["xms_cc"], json!(["CP1"]));
     assert_eq!(claims["xms_claims_requested"], cae);
 
     let challenge = json!({"access_token": {"nbf": {"essential": true, "value": "1700000000"}}});
-    let mut form = good.clone();
-    set(&mut form, "claims", Some(&challenge.to_string()));
-    let reply = post_token(&em, &plain(), false, &tenant, &form).await;
+    let reply = post_altered(&em, "claims", Some(&challenge.to_string())).await;
     let claims = jwt_part(reply.json()["access_token"].as_str().unwrap_or_default(), 1);
     assert!(claims.get("xms_cc").is_none());
     assert_eq!(claims["xms_claims_requested"], challenge);

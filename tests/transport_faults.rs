@@ -48,6 +48,19 @@ fn connections(emulator: &Emulator) -> (u64, u64) {
     (c.connections, c.connection_faults)
 }
 
+/// Every attempt at `endpoint` failed on its connection, before any response: the client made
+/// `ATTEMPTS` of them (after the OIDC request's own good connection, for the token endpoint),
+/// and the emulator accepted and faulted each one.
+fn every_connection_failed(emulator: &Emulator, wire: &Wire, endpoint: Endpoint) {
+    let (oidc, token) = failed_at(endpoint, ATTEMPTS);
+    assert_eq!(wire.attempts(), (oidc, token), "{endpoint:?}");
+    assert_eq!(
+        connections(emulator),
+        (oidc + token, ATTEMPTS),
+        "{endpoint:?}"
+    );
+}
+
 /// After the fault is gone, the same credential gets a token.
 async fn recovers(emulator: &Emulator, credential: &AzurePipelinesCredential) {
     emulator.control().clear_faults();
@@ -84,17 +97,7 @@ async fn a_certificate_from_another_ca_fails_every_attempt_with_the_cause() {
         );
         // A failed handshake is a transport error, which the retry policy retries: 4
         // connections, each refused by the client before any request was sent.
-        match endpoint {
-            Endpoint::Oidc => {
-                assert_eq!(connections(&emulator), (ATTEMPTS, ATTEMPTS));
-                assert_eq!(wire.attempts(), (ATTEMPTS, 0));
-            }
-            _ => {
-                // The OIDC request's own connection (plain HTTP), then 4 over HTTPS.
-                assert_eq!(connections(&emulator), (1 + ATTEMPTS, ATTEMPTS));
-                assert_eq!(wire.attempts(), (1, ATTEMPTS));
-            }
-        }
+        every_connection_failed(&emulator, &wire, endpoint);
         assert_eq!(counts(&emulator), failed_at(endpoint, 0), "{endpoint:?}");
         recovers(&emulator, &credential).await;
     }
@@ -137,16 +140,12 @@ async fn a_refused_connection_is_retried_then_named() {
             ],
         );
         // Nothing listens, so only the client can count: 4 attempts, as the retries allow.
-        match endpoint {
-            Endpoint::Oidc => {
-                assert_eq!(wire.attempts(), (ATTEMPTS, 0));
-                assert_eq!(counts(&emulator), (0, 0));
-            }
-            _ => {
-                assert_eq!(wire.attempts(), (1, ATTEMPTS));
-                assert_eq!(counts(&emulator), (1, 0));
-            }
-        }
+        assert_eq!(
+            wire.attempts(),
+            failed_at(endpoint, ATTEMPTS),
+            "{endpoint:?}"
+        );
+        assert_eq!(counts(&emulator), failed_at(endpoint, 0), "{endpoint:?}");
     }
 }
 
@@ -175,16 +174,7 @@ async fn a_handshake_that_never_completes_times_out_on_every_attempt() {
                 "TROUBLESHOOTING.md#attempt-timeout",
             ],
         );
-        match endpoint {
-            Endpoint::Oidc => {
-                assert_eq!(connections(&emulator), (ATTEMPTS, ATTEMPTS));
-                assert_eq!(wire.attempts(), (ATTEMPTS, 0));
-            }
-            _ => {
-                assert_eq!(connections(&emulator), (1 + ATTEMPTS, ATTEMPTS));
-                assert_eq!(wire.attempts(), (1, ATTEMPTS));
-            }
-        }
+        every_connection_failed(&emulator, &wire, endpoint);
         assert_eq!(counts(&emulator), failed_at(endpoint, 0), "{endpoint:?}");
         recovers(&emulator, &credential).await;
     }

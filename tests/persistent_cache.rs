@@ -11,9 +11,7 @@
 mod common;
 
 use azure_core::credentials::TokenCredential;
-use azure_pipelines_credential::{
-    AzurePipelinesCredential, AzurePipelinesCredentialOptions, PersistentCacheOptions,
-};
+use azure_pipelines_credential::AzurePipelinesCredential;
 use azure_pipelines_emulator::{Emulator, EmulatorConfig};
 use base64::{
     Engine as _,
@@ -21,14 +19,13 @@ use base64::{
 };
 use common::{
     CHALLENGE_CLAIMS, STORAGE, VAULT,
-    capture::Captured,
-    emulator::{counts, credential_with},
+    emulator::counts,
+    persistent::{credential, events},
     requests::{with_cae, with_claims},
 };
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
-    sync::{Arc, OnceLock},
 };
 
 const FILE: &str = "tokens.bin";
@@ -42,14 +39,6 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// The credential's debug events of this binary, captured from the first credential on.
-fn events() -> &'static Captured {
-    static EVENTS: OnceLock<Captured> = OnceLock::new();
-    EVENTS.get_or_init(|| {
-        Captured::install("azure_pipelines_credential=debug").expect("the only subscriber")
-    })
-}
-
 /// The captured lines that name `file`.
 fn log_of(file: &Path) -> Vec<String> {
     events().lines_with(&file.display().to_string())
@@ -60,19 +49,6 @@ fn reads_of(file: &Path) -> usize {
         .iter()
         .filter(|l| l.contains("persistent token cache: reading"))
         .count()
-}
-
-/// A new credential (an empty in-memory cache, like a new process) using `file`.
-fn credential(emulator: &Emulator, file: &Path) -> Arc<AzurePipelinesCredential> {
-    events();
-    let options = AzurePipelinesCredentialOptions {
-        persistent_cache: Some(PersistentCacheOptions {
-            path: Some(file.to_owned()),
-            ..Default::default()
-        }),
-        ..common::emulator::options(emulator)
-    };
-    credential_with(emulator, options)
 }
 
 async fn token(credential: &AzurePipelinesCredential) -> String {

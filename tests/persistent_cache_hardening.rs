@@ -11,20 +11,16 @@
 mod common;
 
 use azure_core::credentials::TokenCredential;
-use azure_pipelines_credential::{
-    AzurePipelinesCredential, AzurePipelinesCredentialOptions, PersistentCacheOptions,
-};
 use azure_pipelines_emulator::Emulator;
 use common::{
     STORAGE,
-    capture::Captured,
-    emulator::{counts, credential_with},
+    emulator::counts,
+    persistent::{credential, events},
 };
 use std::{
     fs,
     os::unix::fs::{MetadataExt as _, PermissionsExt as _, symlink},
     path::{Path, PathBuf},
-    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -51,14 +47,6 @@ fn private_file(path: &Path, bytes: &[u8]) {
     chmod(path, 0o600);
 }
 
-/// The credential's debug events of this binary, captured from the first credential on.
-fn events() -> &'static Captured {
-    static EVENTS: OnceLock<Captured> = OnceLock::new();
-    EVENTS.get_or_init(|| {
-        Captured::install("azure_pipelines_credential=debug").expect("the only subscriber")
-    })
-}
-
 /// The captured lines that name `file`, joined.
 fn log_of(file: &Path) -> String {
     events().lines_with(&file.display().to_string()).join("\n")
@@ -70,19 +58,6 @@ fn assert_logged(file: &Path, needles: &[&str]) {
     for needle in needles {
         assert!(log.contains(needle), "no {needle:?} in the log:\n{log}");
     }
-}
-
-/// A new credential (an empty in-memory cache, like a new process) using `file`.
-fn credential(emulator: &Emulator, file: &Path) -> Arc<AzurePipelinesCredential> {
-    events();
-    let options = AzurePipelinesCredentialOptions {
-        persistent_cache: Some(PersistentCacheOptions {
-            path: Some(file.to_owned()),
-            ..Default::default()
-        }),
-        ..common::emulator::options(emulator)
-    };
-    credential_with(emulator, options)
 }
 
 /// A token for STORAGE: never an error, whatever the file.

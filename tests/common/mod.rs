@@ -1,7 +1,7 @@
 //! What the integration tests share: the identities and scopes they use, the httpmock fixture
 //! ([`mock`]), the emulator credential ([`emulator`]), the fault tables ([`faults`]), token
-//! builders ([`jwt`]), per-request options ([`requests`]), error checks ([`errors`]) and the
-//! tracing capture ([`capture`]).
+//! builders ([`jwt`]), per-request options ([`requests`]), error checks ([`errors`]), the
+//! tracing capture ([`capture`]) and credentials on a persistent cache file ([`persistent`]).
 //!
 //! Tests that move the credential's clock live in the crate (`src/tests/`): its clock is
 //! crate-private.
@@ -15,6 +15,7 @@ pub mod errors;
 pub mod faults;
 pub mod jwt;
 pub mod mock;
+pub mod persistent;
 pub mod requests;
 pub mod spans;
 

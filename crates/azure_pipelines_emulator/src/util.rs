@@ -2,7 +2,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use time::OffsetDateTime;
+use time::{OffsetDateTime, macros::format_description};
 
 /// `N` bytes from the operating system's generator.
 ///
@@ -84,43 +84,27 @@ pub(crate) fn is_guid(s: &str) -> bool {
 
 /// `2024-05-01 12:34:56Z`: the `timestamp` format of Entra error bodies.
 pub(crate) fn entra_timestamp(t: OffsetDateTime) -> String {
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    t.format(format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second]Z"
+    ))
+    .unwrap_or_default()
 }
 
 /// `2024-05-01T12:34:56.0000000Z`: the .NET round-trip format used inside
 /// AADSTS messages.
 pub(crate) fn dotnet_timestamp(t: OffsetDateTime) -> String {
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.nanosecond() / 100
-    )
+    t.format(format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z"
+    ))
+    .unwrap_or_default()
 }
 
 /// `2024-05-01T12:34:56Z`.
 pub(crate) fn rfc3339_seconds(t: OffsetDateTime) -> String {
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    t.format(format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+    ))
+    .unwrap_or_default()
 }
 
 /// A unix timestamp as a .NET round-trip string, or the raw number when it is

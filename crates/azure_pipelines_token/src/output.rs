@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 use std::io::{self, Write};
-use time::{OffsetDateTime, UtcOffset};
+use time::{OffsetDateTime, UtcOffset, macros::format_description};
 
 /// What to print on success.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,16 +155,10 @@ pub(crate) fn escape(value: &str) -> String {
 
 /// Formats like Python's `%Y-%m-%d %H:%M:%S.%f`, which az uses for `expiresOn`.
 pub(crate) fn az_time(t: OffsetDateTime) -> String {
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
+    t.format(format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]"
+    ))
+    .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -12,38 +12,16 @@ use azure_pipelines_credential::{
     PipelineAwareCredential, PipelineAwareCredentialOptions, is_unavailable,
 };
 use azure_pipelines_emulator::Emulator;
-use common::{STORAGE, TENANT};
+use common::{
+    STORAGE, TENANT,
+    env::{OTHER_CREDENTIAL_VARS, PIPELINE_VARS},
+};
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
 };
 
 const AZ_TOKEN: &str = "token-from-the-fake-az";
-
-/// What the emulator's `environment()` sets: a pipeline step with a service connection.
-const PIPELINE_VARS: [&str; 6] = [
-    "SYSTEM_OIDCREQUESTURI",
-    "SYSTEM_ACCESSTOKEN",
-    "AZURESUBSCRIPTION_TENANT_ID",
-    "AZURESUBSCRIPTION_CLIENT_ID",
-    "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID",
-    "AZURE_AUTHORITY_HOST",
-];
-
-/// Variables that would bring in other credentials or change the chain, from the machine
-/// running the tests.
-const OTHER_VARS: [&str; 10] = [
-    "AZURE_TOKEN_CREDENTIALS",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_ID",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "IDENTITY_ENDPOINT",
-    "IDENTITY_HEADER",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "IMDS_ENDPOINT",
-    "AZURE_IDENTITY_DISABLE_MULTITENANTAUTH",
-];
 
 /// A directory with a fake `az` that records each run in `az-calls` and prints what
 /// `az account get-access-token --output json` prints. azure_identity runs
@@ -127,7 +105,7 @@ fn the_chain_in_a_pipeline_on_a_laptop_and_on_failure() {
     // - the only other threads are those azure_identity's executor spawns to run `az`: each
     //   request awaits the command's output before returning, and the thread touches the
     //   environment only in `Command::spawn`, under the same lock `set_var` takes.
-    for name in PIPELINE_VARS.iter().chain(&OTHER_VARS) {
+    for name in PIPELINE_VARS.iter().chain(&OTHER_CREDENTIAL_VARS) {
         unset(name);
     }
     set_path(&az.bin());

@@ -19,33 +19,17 @@ use azure_pipelines_credential::{
     ChainMember, ChainedTokenCredential, PipelineAwareCredential, PipelineAwareCredentialOptions,
 };
 use azure_pipelines_emulator::Emulator;
-use common::{STORAGE, spans::Recorder};
+use common::{
+    STORAGE,
+    env::{OTHER_CREDENTIAL_VARS, PIPELINE_VARS},
+    spans::Recorder,
+};
 use std::{path::PathBuf, time::Duration};
 
 const TARGET: &str = "azure_pipelines_credential";
 
-/// Variables that would put the test in a pipeline step, bring in other credentials, change
-/// the chain or the managed identity source, from the machine running the tests.
-const CLEARED: [&str; 18] = [
-    "AZURESUBSCRIPTION_TENANT_ID",
-    "AZURESUBSCRIPTION_CLIENT_ID",
-    "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID",
-    "SYSTEM_ACCESSTOKEN",
-    "SYSTEM_OIDCREQUESTURI",
-    "AZURE_AUTHORITY_HOST",
-    "AZURE_TOKEN_CREDENTIALS",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_ID",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "IDENTITY_ENDPOINT",
-    "IDENTITY_HEADER",
-    "IDENTITY_SERVER_THUMBPRINT",
-    "IMDS_ENDPOINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "AZURE_IDENTITY_DISABLE_MULTITENANTAUTH",
-    "AGENT_TEMPDIRECTORY",
-];
+/// The persistent cache's folder, which would otherwise come from the machine running the tests.
+const AGENT_VARS: [&str; 1] = ["AGENT_TEMPDIRECTORY"];
 
 // SAFETY (of every call below): see the comment in the test on which threads exist.
 fn set(name: &str, value: impl AsRef<std::ffi::OsStr>) {
@@ -113,7 +97,11 @@ fn falls_through_to_the_managed_identity_and_back_to_the_pipeline() {
     //   blocking-pool thread calls getaddrinfo;
     // - no `az` or `azd` is run: the chain stops at the managed identity or the pipeline, and
     //   `PATH` has neither.
-    for name in CLEARED {
+    for name in PIPELINE_VARS
+        .iter()
+        .chain(&OTHER_CREDENTIAL_VARS)
+        .chain(&AGENT_VARS)
+    {
         unset(name);
     }
     set("PATH", &path.0);

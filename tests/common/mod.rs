@@ -1,7 +1,8 @@
 //! What the integration tests share: the identities and scopes they use, the httpmock fixture
 //! ([`mock`]), the emulator credential ([`emulator`]), the fault tables ([`faults`]), token
 //! builders ([`jwt`]), per-request options ([`requests`]), error checks ([`errors`]), the
-//! tracing capture ([`capture`]) and credentials on a persistent cache file ([`persistent`]).
+//! tracing capture ([`capture`]), credentials on a persistent cache file ([`persistent`]) and the
+//! environment variables that tests clear ([`env`]).
 //!
 //! Tests that move the credential's clock live in the crate (`src/tests/`): its clock is
 //! crate-private.
@@ -11,6 +12,7 @@
 
 pub mod capture;
 pub mod emulator;
+pub mod env;
 pub mod errors;
 pub mod faults;
 pub mod jwt;

@@ -24,7 +24,10 @@ use futures::{
 use std::{
     future::Future,
     panic::{AssertUnwindSafe, catch_unwind},
-    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 type Outcome<T> = Result<T, Arc<Failure>>;
@@ -47,8 +50,27 @@ struct State<T> {
     while_awaited: bool,
 }
 
+/// The state, and whether a task is running: a flag kept in step with `State::current` under
+/// the lock, so that a cache hit in the refresh window asks without taking the lock.
+struct Inner<T> {
+    state: Mutex<State<T>>,
+    running: AtomicBool,
+}
+
+impl<T> Inner<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replaces the flight in `state`, this `Inner`'s locked state.
+    fn set_current(&self, state: &mut State<T>, flight: Option<Flight<T>>) {
+        self.running.store(flight.is_some(), Ordering::Release);
+        state.current = flight;
+    }
+}
+
 pub(crate) struct SingleFlight<T> {
-    state: Arc<Mutex<State<T>>>,
+    inner: Arc<Inner<T>>,
 }
 
 impl<T> std::fmt::Debug for SingleFlight<T> {
@@ -73,29 +95,29 @@ impl<T> SingleFlight<T> {
 
     fn with(while_awaited: bool) -> Self {
         Self {
-            state: Arc::new(Mutex::new(State {
-                current: None,
-                next_id: 0,
-                closed: false,
-                while_awaited,
-            })),
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    current: None,
+                    next_id: 0,
+                    closed: false,
+                    while_awaited,
+                }),
+                running: AtomicBool::new(false),
+            }),
         }
     }
 }
 
-fn lock<T>(state: &Mutex<State<T>>) -> MutexGuard<'_, State<T>> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl<T> SingleFlight<T> {
-    /// Whether a task is running for this key (one whose runtime died does not count).
+    /// Whether a task is running for this key (one whose runtime died does not count). Takes no
+    /// lock: a hit in the refresh window asks it.
     pub(crate) fn in_flight(&self) -> bool {
-        lock(&self.state).current.is_some()
+        self.inner.running.load(Ordering::Acquire)
     }
 
     /// Cancels the work in flight and refuses new work; waiters get the "closed" failure.
     pub(crate) fn close(&self) {
-        let mut state = lock(&self.state);
+        let mut state = self.inner.lock();
         state.closed = true;
         if let Some(flight) = &state.current {
             flight.abort.abort();
@@ -117,16 +139,16 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
         W: Fn() -> F + Send,
         F: Future<Output = Outcome<T>> + Send + 'static,
     {
-        let first = start_or_join(&self.state, &work);
+        let first = start_or_join(&self.inner, &work);
         let started = matches!(first, Ok(Joined { started: true, .. }));
-        let state = self.state.clone();
+        let inner = self.inner.clone();
         let outcome = async move {
             let mut joined = first?;
             for _ in 0..RESTARTS {
                 match (&mut joined.result).await {
                     Ok(outcome) => return outcome,
                     // The task was dropped unfinished and has cleared its slot.
-                    Err(oneshot::Canceled) => joined = start_or_join(&state, &work)?,
+                    Err(oneshot::Canceled) => joined = start_or_join(&inner, &work)?,
                 }
             }
             joined.result.await.unwrap_or_else(|oneshot::Canceled| {
@@ -152,16 +174,16 @@ struct Joined<T> {
 /// Counts a waiter of flight `id` while it lives; the last one to give up cancels a
 /// `while_awaited` flight and clears its slot, under the lock, so that nobody joins it after.
 struct Waiting<T> {
-    state: Weak<Mutex<State<T>>>,
+    inner: Weak<Inner<T>>,
     id: u64,
 }
 
 impl<T> Drop for Waiting<T> {
     fn drop(&mut self) {
-        let Some(state) = self.state.upgrade() else {
+        let Some(inner) = self.inner.upgrade() else {
             return;
         };
-        let mut state = lock(&state);
+        let mut state = inner.lock();
         let while_awaited = state.while_awaited;
         let Some(flight) = state.current.as_mut().filter(|f| f.id == self.id) else {
             return;
@@ -169,13 +191,13 @@ impl<T> Drop for Waiting<T> {
         flight.waiters -= 1;
         if flight.waiters == 0 && while_awaited {
             flight.abort.abort();
-            state.current = None;
+            inner.set_current(&mut state, None);
         }
     }
 }
 
 /// The task in flight, or a new one running `work()`.
-fn start_or_join<T, W, F>(state: &Arc<Mutex<State<T>>>, work: &W) -> Result<Joined<T>, Arc<Failure>>
+fn start_or_join<T, W, F>(inner: &Arc<Inner<T>>, work: &W) -> Result<Joined<T>, Arc<Failure>>
 where
     T: Clone + Send + Sync + 'static,
     W: Fn() -> F,
@@ -184,12 +206,12 @@ where
     let (sender, receiver) = oneshot::channel();
     let (abort, registration) = AbortHandle::new_pair();
     let (id, joined) = {
-        let mut guard = lock(state);
+        let mut guard = inner.lock();
         if guard.closed {
             return Err(Arc::new(Failure::closed()));
         }
         let waiting = |id| Waiting {
-            state: Arc::downgrade(state),
+            inner: Arc::downgrade(inner),
             id,
         };
         if let Some(flight) = &mut guard.current {
@@ -203,12 +225,13 @@ where
         let id = guard.next_id;
         guard.next_id += 1;
         let result = receiver.shared();
-        guard.current = Some(Flight {
+        let flight = Flight {
             id,
             result: result.clone(),
             abort,
             waiters: 1,
-        });
+        };
+        inner.set_current(&mut guard, Some(flight));
         let joined = Joined {
             result,
             started: true,
@@ -218,7 +241,7 @@ where
     };
     // Built and spawned outside the lock: dropping the task takes the lock to clear its slot.
     let slot = ClearOnDrop {
-        state: Arc::downgrade(state),
+        inner: Arc::downgrade(inner),
         id,
     };
     let work = Abortable::new(work(), registration);
@@ -251,16 +274,16 @@ where
 
 /// Clears the slot of flight `id` when its task is dropped, finished or not.
 struct ClearOnDrop<T> {
-    state: Weak<Mutex<State<T>>>,
+    inner: Weak<Inner<T>>,
     id: u64,
 }
 
 impl<T> Drop for ClearOnDrop<T> {
     fn drop(&mut self) {
-        if let Some(state) = self.state.upgrade() {
-            let mut state = lock(&state);
+        if let Some(inner) = self.inner.upgrade() {
+            let mut state = inner.lock();
             if state.current.as_ref().is_some_and(|f| f.id == self.id) {
-                state.current = None;
+                inner.set_current(&mut state, None);
             }
         }
     }

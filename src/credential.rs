@@ -21,7 +21,7 @@ use azure_core::{
 };
 use azure_identity::ClientAssertionCredentialOptions;
 use futures::future::BoxFuture;
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 use tracing::{Instrument as _, Level, Span, field};
 
 pub(crate) const NAME: &str = "AzurePipelinesCredential";
@@ -334,7 +334,7 @@ impl AzurePipelinesCredential {
         if let Some(info) = self.hit(scopes, options.as_ref(), Cached::info) {
             return Ok(info);
         }
-        self.get(scopes, options.as_ref(), Cached::info).await
+        self.get(scopes, options, Cached::info).await
     }
 
     /// The token for `scopes` that the credential can hand out without any request: from its
@@ -407,15 +407,17 @@ impl AzurePipelinesCredential {
     /// A whole call, traced as one `get_token` span: the credential, scopes and tenant, the
     /// outcome (`hit`, `hit, refreshing in the background`, `miss`, `joined a request in
     /// flight`, `request with claims`, or the failure's section) and the HTTP requests the call
-    /// made. Boxed, so that the future of a call served by [`hit`](Self::hit) stays small.
+    /// made. Boxed, and owning the call's options, so that a call served by [`hit`](Self::hit)
+    /// builds none of it.
     #[cold]
     fn get<'a, R: Send + 'a>(
         &'a self,
         scopes: &'a [&'a str],
-        options: Option<&'a TokenRequestOptions<'a>>,
+        options: Option<TokenRequestOptions<'a>>,
         project: impl Fn(&Cached) -> R + Send + 'a,
     ) -> BoxFuture<'a, azure_core::Result<R>> {
         Box::pin(async move {
+            let options = options.as_ref();
             let span = tracing::debug_span!(
                 target: TARGET,
                 "get_token",
@@ -532,23 +534,34 @@ fn context_of(options: Option<&TokenRequestOptions<'_>>) -> Context<'static> {
     options.map_or_else(Context::new, |o| o.method_options.context.to_owned())
 }
 
-#[async_trait::async_trait]
+// Written out rather than through `#[async_trait]`, which would box a future holding the
+// call's scopes and options on every call: a hit is answered before any future exists, in a
+// boxed `Ready` that holds only the token, and the rest of the call is the future `get` boxes.
+// A hit in the refresh window therefore starts its background refresh when `get_token` is
+// called, not when the future is first polled.
 impl TokenCredential for AzurePipelinesCredential {
     /// Requests an access token for `scopes`.
     ///
     /// Put a [`TokenRequestContext`](crate::TokenRequestContext) in `options`
     /// (`TokenRequestContext { .. }.into()`) to send claims, request another allowed tenant, or
     /// request a CAE token.
-    async fn get_token(
-        &self,
-        scopes: &[&str],
-        options: Option<TokenRequestOptions<'_>>,
-    ) -> azure_core::Result<AccessToken> {
+    fn get_token<'s, 'l, 'x, 'o, 'f>(
+        &'s self,
+        scopes: &'l [&'x str],
+        options: Option<TokenRequestOptions<'o>>,
+    ) -> Pin<Box<dyn Future<Output = azure_core::Result<AccessToken>> + Send + 'f>>
+    where
+        's: 'f,
+        'l: 'f,
+        'x: 'f,
+        'o: 'f,
+        Self: 'f,
+    {
         let project = |c: &Cached| c.access.clone();
-        if let Some(token) = self.hit(scopes, options.as_ref(), project) {
-            return Ok(token);
+        match self.hit(scopes, options.as_ref(), project) {
+            Some(token) => Box::pin(std::future::ready(Ok(token))),
+            None => self.get(scopes, options, project),
         }
-        self.get(scopes, options.as_ref(), project).await
     }
 }
 

@@ -374,26 +374,29 @@ impl TokenCache {
     }
 
     /// The work of one acquisition for `key`: fetch, then keep the token or record the backoff.
-    fn work<W, F>(
-        &self,
-        key: &Arc<Key>,
-        slot: &Arc<Slot>,
+    fn work<'a, W, F>(
+        &'a self,
+        key: &'a Arc<Key>,
+        slot: &'a Arc<Slot>,
         fetch: W,
     ) -> impl Fn()
         -> std::pin::Pin<Box<dyn Future<Output = Result<Arc<Cached>, Arc<Failure>>> + Send>>
     + Send
-    + use<W, F>
+    + 'a
     where
-        W: Fn(Arc<Key>) -> F + Send,
+        W: Fn(Arc<Key>) -> F + Send + 'a,
         F: Future<Output = Result<AccessTokenInfo, Arc<Failure>>> + Send + 'static,
     {
-        let (key, slot) = (key.clone(), slot.clone());
-        let (clock, table) = (self.clock.clone(), self.table.clone());
-        let jitter = self.jitter_unit(clock.now_millis());
+        // Called only by the caller that starts the work: those who join it clone nothing.
         move || {
             let fetching = fetch(key.clone());
-            let (key, slot, clock, table) =
-                (key.clone(), slot.clone(), clock.clone(), table.clone());
+            let (key, slot, clock, table) = (
+                key.clone(),
+                slot.clone(),
+                self.clock.clone(),
+                self.table.clone(),
+            );
+            let jitter = self.jitter_unit(clock.now_millis());
             Box::pin(async move {
                 match fetching.await {
                     Ok(info) => {

@@ -418,15 +418,21 @@ impl AzurePipelinesCredential {
     ) -> BoxFuture<'a, azure_core::Result<R>> {
         Box::pin(async move {
             let options = options.as_ref();
-            let span = tracing::debug_span!(
-                target: TARGET,
-                "get_token",
-                credential = NAME,
-                scopes = ?scopes,
-                tenant = field::Empty,
-                outcome = field::Empty,
-                requests = 0u32,
-            );
+            // A disabled span still costs hundreds of instructions (tracing's `log` bridge), on
+            // every caller of a cold start: built only when a subscriber wants it.
+            let span = if tracing::enabled!(target: TARGET, Level::DEBUG) {
+                tracing::debug_span!(
+                    target: TARGET,
+                    "get_token",
+                    credential = NAME,
+                    scopes = ?scopes,
+                    tenant = field::Empty,
+                    outcome = field::Empty,
+                    requests = 0u32,
+                )
+            } else {
+                Span::none()
+            };
             let inner = &self.inner;
             let request = Request::new(scopes, options, &inner.tenants).map_err(|failure| {
                 note(&span, "outcome", failure.section().anchor());

@@ -203,9 +203,7 @@ where
     W: Fn() -> F,
     F: Future<Output = Outcome<T>> + Send + 'static,
 {
-    let (sender, receiver) = oneshot::channel();
-    let (abort, registration) = AbortHandle::new_pair();
-    let (id, joined) = {
+    let (id, joined, sender, registration) = {
         let mut guard = inner.lock();
         if guard.closed {
             return Err(Arc::new(Failure::closed()));
@@ -222,6 +220,9 @@ where
                 _waiting: waiting(flight.id),
             });
         }
+        // Only a caller that starts the work pays for its channel and abort handle.
+        let (sender, receiver) = oneshot::channel();
+        let (abort, registration) = AbortHandle::new_pair();
         let id = guard.next_id;
         guard.next_id += 1;
         let result = receiver.shared();
@@ -237,7 +238,7 @@ where
             started: true,
             _waiting: waiting(id),
         };
-        (id, joined)
+        (id, joined, sender, registration)
     };
     // Built and spawned outside the lock: dropping the task takes the lock to clear its slot.
     let slot = ClearOnDrop {

@@ -346,12 +346,14 @@ fn looks_like_guid(s: &str) -> bool {
 /// The OIDC token from a response of the OIDC endpoint, or a failure that says what went wrong.
 fn parse_oidc_response(response: Response, service_connection_id: &str) -> Result<Secret, Failure> {
     let status = response.status;
-    let ids = http::diagnostic_headers(&response.headers);
     if status == StatusCode::Ok {
         let parsed = parse_oidc_body(&response.body).map_err(|cause| {
             Failure::new(
                 Section::InvalidOidcResponse,
-                format!("{cause} (HTTP 200 from the OIDC endpoint{ids})"),
+                format!(
+                    "{cause} (HTTP 200 from the OIDC endpoint{})",
+                    http::diagnostic_headers(&response.headers)
+                ),
             )
         });
         // The body held the OIDC token; the parsed copy is the one kept.
@@ -359,7 +361,11 @@ fn parse_oidc_response(response: Response, service_connection_id: &str) -> Resul
         return parsed;
     }
     let (section, mut cause) = oidc_failure_cause(status, &response.body);
-    cause.push_str(&format!(" (HTTP {}{ids})", u16::from(status)));
+    cause.push_str(&format!(
+        " (HTTP {}{})",
+        u16::from(status),
+        http::diagnostic_headers(&response.headers)
+    ));
     if !looks_like_guid(service_connection_id) {
         cause.push_str(&format!(
             " Hint: the service connection ID '{service_connection_id}' is not a GUID. Use the \

@@ -284,3 +284,74 @@ async fn sovereign_clouds_via_client_options() {
     assert_eq!(token.calls_async().await, 2);
     assert_eq!(oidc.calls_async().await, 2);
 }
+
+/// Each request carries an `x-ms-client-request-id`, new per request, as azure_core's pipeline
+/// sends it, and the caller's `ClientRequestId` from the context when it set one.
+#[tokio::test]
+async fn requests_carry_a_client_request_id() {
+    use azure_core::credentials::TokenRequestOptions;
+    use azure_core::http::{ClientMethodOptions, Context, request::options::ClientRequestId};
+    use std::sync::Mutex;
+
+    let f = Fixture::new().await;
+    let seen = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    for path in [OIDC_PATH.to_owned(), token_path(TENANT)] {
+        let seen = seen.clone();
+        let oidc = path == OIDC_PATH;
+        f.server
+            .mock_async(|when, then| {
+                when.method(POST).path(path.clone()).is_true(move |req| {
+                    let id = req
+                        .headers_vec()
+                        .iter()
+                        .find(|(name, _)| name.eq_ignore_ascii_case("x-ms-client-request-id"))
+                        .map(|(_, value)| value.clone())
+                        .unwrap_or_default();
+                    seen.lock().unwrap().push((path.clone(), id));
+                    true
+                });
+                if oidc {
+                    then.status(200)
+                        .json_body(json!({ "oidcToken": oidc_jwt("request-id") }));
+                } else {
+                    then.status(200)
+                        .json_body(access_token_body("access-request-id"));
+                }
+            })
+            .await;
+    }
+    let credential = f.credential();
+    credential.get_token(&[STORAGE], None).await.unwrap();
+    let caller = TokenRequestOptions {
+        method_options: ClientMethodOptions {
+            context: Context::new().with_value(ClientRequestId::new("caller-chosen-id".to_owned())),
+        },
+    };
+    credential.get_token(&[VAULT], Some(caller)).await.unwrap();
+
+    let seen = seen.lock().unwrap().clone();
+    let ids: Vec<&str> = seen.iter().map(|(_, id)| id.as_str()).collect();
+    // httpmock may ask the matcher more than once per request: count distinct requests by id.
+    assert!(ids.iter().all(|id| !id.is_empty()), "{seen:?}");
+    let generated: std::collections::BTreeSet<&str> = ids
+        .iter()
+        .copied()
+        .filter(|id| *id != "caller-chosen-id")
+        .collect();
+    assert_eq!(
+        generated.len(),
+        2,
+        "one new id per request of the first call: {seen:?}"
+    );
+    assert!(
+        generated
+            .iter()
+            .all(|id| id.len() == 36 && id.matches('-').count() == 4),
+        "UUIDs: {generated:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(path, id)| *path == token_path(TENANT) && id == "caller-chosen-id"),
+        "the caller's id on its token request: {seen:?}"
+    );
+}

@@ -1,12 +1,14 @@
 //! One request at a time per key, shared by every caller that needs its result.
 //!
-//! The work runs as a task on azure_core's async runtime (`azure_core::async_runtime`, Tokio by
-//! default), so a caller that gives up, its future dropped at any await, neither cancels the
-//! request for the others nor leaves a lock held: the next caller joins the same task, or starts
-//! a new one once it has finished.
+//! The caller that starts the work drives it inside its own future, so a cold call reaches the
+//! network with no task to spawn and no hop between threads. Should that caller give up first
+//! (its future dropped at any await), the work goes on as a task on azure_core's async runtime
+//! (`azure_core::async_runtime`, Tokio by default): giving up neither cancels the request for the
+//! others nor leaves a lock held, and the next caller joins the same work, or starts new work
+//! once it has finished.
 //!
-//! A task can also end without a result: its runtime shut down under it (a runtime per call in
-//! a sync wrapper, one per `#[tokio::test]` around a shared credential). Dropping the task clears
+//! The work can also end without a result: its runtime shut down under it (a runtime per call in
+//! a sync wrapper, one per `#[tokio::test]` around a shared credential). Dropping the work clears
 //! its slot, so the flight counts as absent, and its waiters start the work anew on their own
 //! runtime. Only [`SingleFlight::close`] makes waiters fail as "closed".
 //!
@@ -24,15 +26,20 @@ use futures::{
 use std::{
     future::Future,
     panic::{AssertUnwindSafe, catch_unwind},
+    pin::Pin,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError, Weak,
         atomic::{AtomicBool, Ordering},
     },
+    task::{Context, Poll},
 };
 
 type Outcome<T> = Result<T, Arc<Failure>>;
 
-/// How often a waiter starts the work again after the runtime dropped the task running it.
+/// The work of a flight, with the clearing of its slot and the sending of its outcome.
+type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// How often a waiter starts the work again after the work it waited for was dropped unfinished.
 const RESTARTS: usize = 3;
 
 struct Flight<T> {
@@ -145,30 +152,119 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
         let outcome = async move {
             let mut joined = first?;
             for _ in 0..RESTARTS {
-                match (&mut joined.result).await {
+                match futures::future::poll_fn(|cx| joined.poll_outcome(cx)).await {
                     Ok(outcome) => return outcome,
-                    // The task was dropped unfinished and has cleared its slot.
+                    // The work was dropped unfinished and has cleared its slot.
                     Err(oneshot::Canceled) => joined = start_or_join(&inner, &work)?,
                 }
             }
-            joined.result.await.unwrap_or_else(|oneshot::Canceled| {
-                Err(Arc::new(Failure::new(
-                    Section::NoAsyncRuntime,
-                    "The async runtime dropped the task that requested the token, again and \
-                     again: it is shutting down. Request tokens from a runtime that stays up \
-                     until they arrive.",
-                )))
-            })
+            futures::future::poll_fn(|cx| joined.poll_outcome(cx))
+                .await
+                .unwrap_or_else(|oneshot::Canceled| {
+                    Err(Arc::new(Failure::new(
+                        Section::NoAsyncRuntime,
+                        "The async runtime dropped the task that requested the token, again and \
+                         again: it is shutting down. Request tokens from a runtime that stays up \
+                         until they arrive.",
+                    )))
+                })
         };
         (started, outcome)
     }
 }
 
-/// One caller's place in a flight: its outcome to come, and its count among the waiters.
+/// One caller's place in a flight: its outcome to come, its count among the waiters and, for the
+/// caller that started the work, the work to drive while it waits.
 struct Joined<T> {
     result: Shared<oneshot::Receiver<Outcome<T>>>,
     started: bool,
+    // Dropped before `_waiting`, which a `while_awaited` hand-off counts on.
+    driver: Option<Driver<T>>,
     _waiting: Waiting<T>,
+}
+
+impl<T: Clone> Joined<T> {
+    /// Drives the work if this caller started it, then looks for the outcome. `Canceled`: the
+    /// work was dropped unfinished.
+    fn poll_outcome(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Outcome<T>, oneshot::Canceled>> {
+        if let Some(driver) = &mut self.driver
+            && driver.drive(cx).is_err()
+        {
+            self.driver = None;
+            return Poll::Ready(Ok(Err(Arc::new(Failure::new(
+                Section::NoAsyncRuntime,
+                "No async runtime is running to send the request on. azure_core uses Tokio by \
+                 default: request tokens from within a Tokio runtime (such as #[tokio::main]), or \
+                 install your runtime with azure_core::async_runtime::set_async_runtime.",
+            )))));
+        }
+        Pin::new(&mut self.result).poll(cx)
+    }
+}
+
+/// The work of flight `id`, run inside the future of the caller that started it. Dropped
+/// unfinished, it hands the work to a task of its own: always for an ordinary flight, and for a
+/// `while_awaited` one if someone else still waits.
+struct Driver<T> {
+    task: Option<Task>,
+    inner: Weak<Inner<T>>,
+    id: u64,
+}
+
+/// The work panicked: Tokio's I/O and timers do when polled outside a Tokio runtime.
+struct Panicked;
+
+impl<T> Driver<T> {
+    fn drive(&mut self, cx: &mut Context<'_>) -> Result<(), Panicked> {
+        let Some(task) = self.task.as_mut() else {
+            return Ok(());
+        };
+        match catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
+            Ok(Poll::Ready(())) => {
+                self.task = None;
+                Ok(())
+            }
+            Ok(Poll::Pending) => Ok(()),
+            Err(_panic) => {
+                // Dropping it clears the slot, so its waiters start anew on their own runtime.
+                let task = self.task.take();
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(task)));
+                Err(Panicked)
+            }
+        }
+    }
+}
+
+impl<T> Drop for Driver<T> {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        let hand_off = {
+            let state = inner.lock();
+            !state.closed
+                && (!state.while_awaited
+                    || state
+                        .current
+                        .as_ref()
+                        .is_some_and(|f| f.id == self.id && f.waiters > 1))
+        };
+        // Outside the lock: the task, dropped, takes it to clear its slot.
+        drop(inner);
+        if hand_off {
+            // A runtime that cannot take the task (none is running, or it is shutting down)
+            // drops it, which clears the slot: the waiters start anew on their own runtime.
+            let _ = catch_unwind(AssertUnwindSafe(move || {
+                drop(get_async_runtime().spawn(task));
+            }));
+        }
+    }
 }
 
 /// Counts a waiter of flight `id` while it lives; the last one to give up cancels a
@@ -203,20 +299,21 @@ where
     W: Fn() -> F,
     F: Future<Output = Outcome<T>> + Send + 'static,
 {
-    let (id, joined, sender, registration) = {
+    let waiting = |id| Waiting {
+        inner: Arc::downgrade(inner),
+        id,
+    };
+    let (id, result, sender, registration) = {
         let mut guard = inner.lock();
         if guard.closed {
             return Err(Arc::new(Failure::closed()));
         }
-        let waiting = |id| Waiting {
-            inner: Arc::downgrade(inner),
-            id,
-        };
         if let Some(flight) = &mut guard.current {
             flight.waiters += 1;
             return Ok(Joined {
                 result: flight.result.clone(),
                 started: false,
+                driver: None,
                 _waiting: waiting(flight.id),
             });
         }
@@ -233,14 +330,9 @@ where
             waiters: 1,
         };
         inner.set_current(&mut guard, Some(flight));
-        let joined = Joined {
-            result,
-            started: true,
-            _waiting: waiting(id),
-        };
-        (id, joined, sender, registration)
+        (id, result, sender, registration)
     };
-    // Built and spawned outside the lock: dropping the task takes the lock to clear its slot.
+    // Built outside the lock: dropping the task takes the lock to clear its slot.
     let slot = ClearOnDrop {
         inner: Arc::downgrade(inner),
         id,
@@ -257,23 +349,19 @@ where
         // Nobody waiting is fine: the work's own effects (the cached token) are what count.
         let _ = sender.send(outcome);
     };
-    // Tokio's spawn panics outside a Tokio runtime; that is a usage error to report, not a
-    // reason to abort the caller. The task, dropped while unwinding, clears its slot.
-    match catch_unwind(AssertUnwindSafe(|| {
-        get_async_runtime().spawn(Box::pin(task))
-    })) {
-        // Detached: the task runs on, and its outcome arrives through `result`.
-        Ok(_detached) => Ok(joined),
-        Err(_panic) => Err(Arc::new(Failure::new(
-            Section::NoAsyncRuntime,
-            "No async runtime is running to send the request on. azure_core uses Tokio by \
-             default: request tokens from within a Tokio runtime (such as #[tokio::main]), or \
-             install your runtime with azure_core::async_runtime::set_async_runtime.",
-        ))),
-    }
+    Ok(Joined {
+        result,
+        started: true,
+        driver: Some(Driver {
+            task: Some(Box::pin(task)),
+            inner: Arc::downgrade(inner),
+            id,
+        }),
+        _waiting: waiting(id),
+    })
 }
 
-/// Clears the slot of flight `id` when its task is dropped, finished or not.
+/// Clears the slot of flight `id` when its work is dropped, finished or not.
 struct ClearOnDrop<T> {
     inner: Weak<Inner<T>>,
     id: u64,
@@ -331,15 +419,47 @@ mod tests {
     }
 
     #[test]
-    fn without_a_runtime_it_fails_instead_of_panicking() {
+    fn work_that_needs_no_runtime_runs_without_one() {
         let flight = SingleFlight::<u8>::default();
-        let error = futures::executor::block_on(flight.join(|| async { Ok(1) }).1).unwrap_err();
-        assert_eq!(error.section(), Section::NoAsyncRuntime, "{error}");
+        let outcome = futures::executor::block_on(flight.join(|| async { Ok(1) }).1);
+        assert_eq!(outcome.unwrap(), 1);
         assert!(!flight.in_flight());
     }
 
+    /// What Tokio's I/O and timers do when polled outside a Tokio runtime.
+    fn tokio_outside_a_runtime() -> Outcome<u8> {
+        panic!(
+            "there is no reactor running, must be called from the context of a Tokio 1.x runtime"
+        )
+    }
+
     #[test]
-    fn a_task_dropped_with_its_runtime_counts_as_absent() {
+    fn work_that_panics_fails_the_caller_and_its_joiners_start_anew() {
+        let flight = SingleFlight::<u8>::default();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let work = {
+            let runs = runs.clone();
+            move || {
+                let run = runs.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if run == 0 {
+                        return tokio_outside_a_runtime();
+                    }
+                    Ok(7)
+                }
+            }
+        };
+        let (_, starter) = flight.join(work.clone());
+        let (_, joiner) = flight.join(work);
+        let error = futures::executor::block_on(starter).unwrap_err();
+        assert_eq!(error.section(), Section::NoAsyncRuntime, "{error}");
+        assert!(!flight.in_flight(), "the panicked work cleared its slot");
+        assert_eq!(futures::executor::block_on(joiner).unwrap(), 7);
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn work_dropped_with_its_runtime_counts_as_absent() {
         let flight = SingleFlight::<u8>::default();
         let dying = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -359,22 +479,62 @@ mod tests {
                 }
             }
         };
-        let (_, abandoned) = dying.block_on(async { flight.join(work.clone()) });
+        let (_, starter) = flight.join(work.clone());
+        let (_, joiner) = flight.join(work.clone());
+        // The starter drives the work in a task of the runtime about to go.
+        dying.block_on(async {
+            tokio::spawn(starter);
+            while runs.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+        });
         assert!(flight.in_flight());
         drop(dying);
-        assert!(!flight.in_flight(), "the dead task cleared its slot");
+        assert!(!flight.in_flight(), "the dead work cleared its slot");
 
         let alive = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        // A waiter of the dead task starts the work again on its own runtime.
-        assert_eq!(alive.block_on(abandoned).unwrap(), 7);
+        // A waiter of the dead work starts it again on its own runtime.
+        assert_eq!(alive.block_on(joiner).unwrap(), 7);
         assert_eq!(
             alive.block_on(async { flight.join(work).1.await }).unwrap(),
             7
         );
         assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+
+    /// A caller that gives up hands the work it drove to a task: its joiners and the cache
+    /// still get the outcome, from one run.
+    #[tokio::test]
+    async fn a_starter_that_gives_up_hands_the_work_on() {
+        let flight = SingleFlight::<u8>::default();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let work = {
+            let (runs, gate) = (runs.clone(), gate.clone());
+            move || {
+                let (runs, gate) = (runs.clone(), gate.clone());
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    gate.notified().await;
+                    Ok(7)
+                }
+            }
+        };
+        let (started, starter) = flight.join(work.clone());
+        assert!(started);
+        let (_, joiner) = flight.join(work);
+        // Polled once, so the work is under way in the starter's future, then dropped.
+        let mut starter = Box::pin(starter);
+        assert!(futures::poll!(starter.as_mut()).is_pending());
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        drop(starter);
+        assert!(flight.in_flight(), "handed on, not cancelled");
+        gate.notify_one();
+        assert_eq!(joiner.await.unwrap(), 7);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -493,7 +493,16 @@ impl AzurePipelinesCredential {
                 let claims = request::claims_param(Some(claims), request.cae)?;
                 let key = inner.cache.key(&request);
                 let ctx = context_of(options);
-                let info = acquire(inner.clone(), key.clone(), claims, ctx, span.clone()).await?;
+                // Boxed: the whole acquisition held inline would grow the future of every call
+                // that misses, joiners of a request in flight included, to kilobytes.
+                let info = Box::pin(acquire(
+                    inner.clone(),
+                    key.clone(),
+                    claims,
+                    ctx,
+                    span.clone(),
+                ))
+                .await?;
                 Ok(inner.cache.store(&key, info))
             }
             None => {

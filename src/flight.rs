@@ -36,8 +36,9 @@ use std::{
 
 type Outcome<T> = Result<T, Arc<Failure>>;
 
-/// The work of a flight, with the clearing of its slot and the sending of its outcome.
-type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// The work of a flight, with the clearing of its slot and the sending of its outcome, which it
+/// also returns to the caller driving it.
+type Task<T> = Pin<Box<dyn Future<Output = Outcome<T>> + Send>>;
 
 /// How often a waiter starts the work again after the work it waited for was dropped unfinished.
 const RESTARTS: usize = 3;
@@ -175,7 +176,7 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
 
 /// One caller's place in a flight: its outcome to come, its count among the waiters and, for the
 /// caller that started the work, the work to drive while it waits.
-struct Joined<T> {
+struct Joined<T: 'static> {
     result: Shared<oneshot::Receiver<Outcome<T>>>,
     started: bool,
     // Dropped before `_waiting`, which a `while_awaited` hand-off counts on.
@@ -183,23 +184,33 @@ struct Joined<T> {
     _waiting: Waiting<T>,
 }
 
-impl<T: Clone> Joined<T> {
+impl<T: Clone + 'static> Joined<T> {
     /// Drives the work if this caller started it, then looks for the outcome. `Canceled`: the
     /// work was dropped unfinished.
     fn poll_outcome(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Outcome<T>, oneshot::Canceled>> {
-        if let Some(driver) = &mut self.driver
-            && driver.drive(cx).is_err()
-        {
-            self.driver = None;
-            return Poll::Ready(Ok(Err(Arc::new(Failure::new(
-                Section::NoAsyncRuntime,
-                "No async runtime is running to send the request on. azure_core uses Tokio by \
-                 default: request tokens from within a Tokio runtime (such as #[tokio::main]), or \
-                 install your runtime with azure_core::async_runtime::set_async_runtime.",
-            )))));
+        if let Some(driving) = self.driver.as_mut().and_then(|d| d.drive(cx)) {
+            // The work this caller drives hands it the outcome. Taking it from the shared
+            // outcome instead would register this task there as it completes, and the shared
+            // outcome wakes every task registered, this running one too: Tokio answers a task
+            // that wakes itself by polling it again and waking an idle worker, which then takes
+            // the next request's I/O to another thread.
+            return match driving {
+                Ok(Poll::Pending) => Poll::Pending,
+                Ok(Poll::Ready(outcome)) => Poll::Ready(Ok(outcome)),
+                Err(Panicked) => {
+                    self.driver = None;
+                    Poll::Ready(Ok(Err(Arc::new(Failure::new(
+                        Section::NoAsyncRuntime,
+                        "No async runtime is running to send the request on. azure_core uses \
+                         Tokio by default: request tokens from within a Tokio runtime (such as \
+                         #[tokio::main]), or install your runtime with \
+                         azure_core::async_runtime::set_async_runtime.",
+                    )))))
+                }
+            };
         }
         Pin::new(&mut self.result).poll(cx)
     }
@@ -208,8 +219,8 @@ impl<T: Clone> Joined<T> {
 /// The work of flight `id`, run inside the future of the caller that started it. Dropped
 /// unfinished, it hands the work to a task of its own: always for an ordinary flight, and for a
 /// `while_awaited` one if someone else still waits.
-struct Driver<T> {
-    task: Option<Task>,
+struct Driver<T: 'static> {
+    task: Option<Task<T>>,
     inner: Weak<Inner<T>>,
     id: u64,
 }
@@ -217,28 +228,29 @@ struct Driver<T> {
 /// The work panicked: Tokio's I/O and timers do when polled outside a Tokio runtime.
 struct Panicked;
 
-impl<T> Driver<T> {
-    fn drive(&mut self, cx: &mut Context<'_>) -> Result<(), Panicked> {
-        let Some(task) = self.task.as_mut() else {
-            return Ok(());
-        };
-        match catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
-            Ok(Poll::Ready(())) => {
-                self.task = None;
-                Ok(())
-            }
-            Ok(Poll::Pending) => Ok(()),
-            Err(_panic) => {
-                // Dropping it clears the slot, so its waiters start anew on their own runtime.
-                let task = self.task.take();
-                let _ = catch_unwind(AssertUnwindSafe(move || drop(task)));
-                Err(Panicked)
-            }
-        }
+impl<T: 'static> Driver<T> {
+    /// Polls the work, `Ready` with its outcome when it finishes; `None` once it has.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Option<Result<Poll<Outcome<T>>, Panicked>> {
+        let task = self.task.as_mut()?;
+        Some(
+            match catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
+                Ok(Poll::Ready(outcome)) => {
+                    self.task = None;
+                    Ok(Poll::Ready(outcome))
+                }
+                Ok(Poll::Pending) => Ok(Poll::Pending),
+                Err(_panic) => {
+                    // Dropping it clears the slot, so its waiters start anew on their own runtime.
+                    let task = self.task.take();
+                    let _ = catch_unwind(AssertUnwindSafe(move || drop(task)));
+                    Err(Panicked)
+                }
+            },
+        )
     }
 }
 
-impl<T> Drop for Driver<T> {
+impl<T: 'static> Drop for Driver<T> {
     fn drop(&mut self) {
         let Some(task) = self.task.take() else {
             return;
@@ -261,7 +273,10 @@ impl<T> Drop for Driver<T> {
             // A runtime that cannot take the task (none is running, or it is shutting down)
             // drops it, which clears the slot: the waiters start anew on their own runtime.
             let _ = catch_unwind(AssertUnwindSafe(move || {
-                drop(get_async_runtime().spawn(task));
+                // The outcome has gone to the waiters; the task has nobody to return it to.
+                drop(get_async_runtime().spawn(Box::pin(async move {
+                    let _outcome = task.await;
+                })));
             }));
         }
     }
@@ -347,7 +362,8 @@ where
         // new work, not join this finished one and get the same outcome back.
         drop(slot);
         // Nobody waiting is fine: the work's own effects (the cached token) are what count.
-        let _ = sender.send(outcome);
+        let _ = sender.send(outcome.clone());
+        outcome
     };
     Ok(Joined {
         result,
@@ -503,6 +519,34 @@ mod tests {
             7
         );
         assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+
+    /// The caller driving the work takes the outcome from it, and is not woken by it: Tokio
+    /// polls a task that wakes itself once more, and wakes an idle worker to do it.
+    #[test]
+    fn the_starter_is_not_woken_by_its_own_outcome() {
+        #[derive(Default)]
+        struct Wakes(AtomicUsize);
+        impl futures::task::ArcWake for Wakes {
+            fn wake_by_ref(arc: &Arc<Self>) {
+                arc.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let flight = SingleFlight::<u8>::default();
+        let (_, outcome) = flight.join(|| async { Ok(7) });
+        let (_, joiner) = flight.join(|| async { Ok(8) });
+        let wakes = Arc::new(Wakes::default());
+        let waker = futures::task::waker(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut joiner = Box::pin(joiner);
+        assert!(joiner.as_mut().poll(&mut cx).is_pending());
+        let starter_wakes = Arc::new(Wakes::default());
+        let starter_waker = futures::task::waker(starter_wakes.clone());
+        let polled = Box::pin(outcome).as_mut().poll(&mut Context::from_waker(&starter_waker));
+        assert!(matches!(polled, Poll::Ready(Ok(7))));
+        assert_eq!(starter_wakes.0.load(Ordering::SeqCst), 0, "the starter woke itself");
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the joiner is woken");
+        assert!(matches!(joiner.as_mut().poll(&mut cx), Poll::Ready(Ok(7))));
     }
 
     /// A caller that gives up hands the work it drove to a task: its joiners and the cache

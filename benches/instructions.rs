@@ -2,6 +2,11 @@
 //! only what runs inside `hit` (`--toggle-collect`), so that setting up the emulator and the
 //! credentials does not count.
 //!
+//! `instructions cold <ours|theirs> <callers> <rounds>` makes `rounds` cold starts of a new
+//! credential, each with `callers` concurrent callers, on the emulator's runtime: the script
+//! counts the whole process (client, emulator and runtime threads) and subtracts a run of zero
+//! rounds. The emulator's share is the same for both crates (the same two requests per round).
+//!
 //! `instructions <floor|floor_boxed|floor_trait|ours|theirs> <hits>` warms the credential, then makes `hits`
 //! calls of `hit`, each a `get_token` through `TokenCredential` polled with
 //! `futures::executor::block_on` (the floor: a clock read and a clone of the same token, plain
@@ -37,9 +42,39 @@ fn hit(subject: &Subject) {
     }
 }
 
+/// Cold starts on new credentials, each with `callers` concurrent callers.
+fn cold(bench: &Bench, subject: &str, callers: usize, rounds: usize) {
+    for _ in 0..rounds {
+        let credential: Arc<dyn TokenCredential> = match subject {
+            "ours" => bench.ours(),
+            "theirs" => bench.theirs(),
+            other => {
+                eprintln!("unknown cold subject {other}: ours or theirs");
+                std::process::exit(2);
+            }
+        };
+        bench.runtime.block_on(async move {
+            let calls = (0..callers).map(|_| {
+                let credential = credential.clone();
+                tokio::spawn(async move { credential.get_token(&[SCOPE], None).await })
+            });
+            for call in futures::future::join_all(calls).await {
+                call.expect("joined").expect("token");
+            }
+        });
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let what = args.next().unwrap_or_else(|| "ours".to_owned());
+    if what == "cold" {
+        let subject = args.next().unwrap_or_default();
+        let mut numbers = args.filter_map(|a| a.parse().ok());
+        let (callers, rounds) = (numbers.next().unwrap_or(1), numbers.next().unwrap_or(50));
+        cold(&Bench::start(), &subject, callers, rounds);
+        return;
+    }
     // `cargo bench` passes --bench; only a number counts.
     let hits: u64 = args.find_map(|a| a.parse().ok()).unwrap_or(10_000);
     let bench = Bench::start();

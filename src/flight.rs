@@ -47,6 +47,7 @@ struct Flight<T> {
     id: u64,
     result: Shared<oneshot::Receiver<Outcome<T>>>,
     abort: AbortHandle,
+    /// Callers waiting, counted for `while_awaited` flights only.
     waiters: usize,
 }
 
@@ -174,14 +175,18 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
     }
 }
 
-/// One caller's place in a flight: its outcome to come, its count among the waiters and, for the
-/// caller that started the work, the work to drive while it waits.
+/// One caller's place in a flight: its outcome to come, its count among the waiters of a
+/// `while_awaited` flight and, for the caller that started the work, the work to drive while it
+/// waits.
 struct Joined<T: 'static> {
     result: Shared<oneshot::Receiver<Outcome<T>>>,
     started: bool,
     // Dropped before `_waiting`, which a `while_awaited` hand-off counts on.
     driver: Option<Driver<T>>,
-    _waiting: Waiting<T>,
+    // Only `while_awaited` flights count their waiters: an ordinary flight runs on whoever
+    // waits, so its callers take the lock once, to join, and not again as they leave (a
+    // thousand of them at a cold start).
+    _waiting: Option<Waiting<T>>,
 }
 
 impl<T: Clone + 'static> Joined<T> {
@@ -289,6 +294,16 @@ struct Waiting<T> {
     id: u64,
 }
 
+impl<T> Waiting<T> {
+    /// A waiter of flight `id`, if the flight counts them.
+    fn of(inner: &Arc<Inner<T>>, id: u64, counted: bool) -> Option<Self> {
+        counted.then(|| Waiting {
+            inner: Arc::downgrade(inner),
+            id,
+        })
+    }
+}
+
 impl<T> Drop for Waiting<T> {
     fn drop(&mut self) {
         let Some(inner) = self.inner.upgrade() else {
@@ -314,22 +329,19 @@ where
     W: Fn() -> F,
     F: Future<Output = Outcome<T>> + Send + 'static,
 {
-    let waiting = |id| Waiting {
-        inner: Arc::downgrade(inner),
-        id,
-    };
-    let (id, result, sender, registration) = {
+    let (id, result, sender, registration, counted) = {
         let mut guard = inner.lock();
         if guard.closed {
             return Err(Arc::new(Failure::closed()));
         }
+        let counted = guard.while_awaited;
         if let Some(flight) = &mut guard.current {
-            flight.waiters += 1;
+            flight.waiters += usize::from(counted);
             return Ok(Joined {
                 result: flight.result.clone(),
                 started: false,
                 driver: None,
-                _waiting: waiting(flight.id),
+                _waiting: Waiting::of(inner, flight.id, counted),
             });
         }
         // Only a caller that starts the work pays for its channel and abort handle.
@@ -345,7 +357,7 @@ where
             waiters: 1,
         };
         inner.set_current(&mut guard, Some(flight));
-        (id, result, sender, registration)
+        (id, result, sender, registration, counted)
     };
     // Built outside the lock: dropping the task takes the lock to clear its slot.
     let slot = ClearOnDrop {
@@ -373,7 +385,7 @@ where
             inner: Arc::downgrade(inner),
             id,
         }),
-        _waiting: waiting(id),
+        _waiting: Waiting::of(inner, id, counted),
     })
 }
 
@@ -542,9 +554,15 @@ mod tests {
         assert!(joiner.as_mut().poll(&mut cx).is_pending());
         let starter_wakes = Arc::new(Wakes::default());
         let starter_waker = futures::task::waker(starter_wakes.clone());
-        let polled = Box::pin(outcome).as_mut().poll(&mut Context::from_waker(&starter_waker));
+        let polled = Box::pin(outcome)
+            .as_mut()
+            .poll(&mut Context::from_waker(&starter_waker));
         assert!(matches!(polled, Poll::Ready(Ok(7))));
-        assert_eq!(starter_wakes.0.load(Ordering::SeqCst), 0, "the starter woke itself");
+        assert_eq!(
+            starter_wakes.0.load(Ordering::SeqCst),
+            0,
+            "the starter woke itself"
+        );
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the joiner is woken");
         assert!(matches!(joiner.as_mut().poll(&mut cx), Poll::Ready(Ok(7))));
     }

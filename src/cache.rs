@@ -336,8 +336,8 @@ impl TokenCache {
         W: Fn(Arc<Key>) -> F + Send,
         F: Future<Output = Result<AccessTokenInfo, Arc<Failure>>> + Send + 'static,
     {
-        let (key, slot) = self.entry(request);
-        if let Some(token) = self.table.token(&key)
+        let (key, slot, token) = self.entry(request);
+        if let Some(token) = token
             && self.clock.now_instant() < token.stop_at
         {
             return (Served::Cached, Ok(token));
@@ -425,10 +425,11 @@ impl TokenCache {
         }
     }
 
-    /// The entry for `request`, created (evicting if the table is full) when missing.
-    fn entry(&self, request: &Request<'_>) -> (Arc<Key>, Arc<Slot>) {
+    /// The entry for `request` with its token, read in the same lookup; created (evicting if the
+    /// table is full) when missing.
+    fn entry(&self, request: &Request<'_>) -> (Arc<Key>, Arc<Slot>, Option<Arc<Cached>>) {
         if let Some((k, entry)) = self.table.slots.load().find(request) {
-            return (k.clone(), entry.slot.clone());
+            return (k.clone(), entry.slot.clone(), entry.token.clone());
         }
         let _writer = self
             .table
@@ -437,7 +438,7 @@ impl TokenCache {
             .unwrap_or_else(PoisonError::into_inner);
         let current = self.table.slots.load_full();
         if let Some((k, entry)) = current.find(request) {
-            return (k.clone(), entry.slot.clone());
+            return (k.clone(), entry.slot.clone(), entry.token.clone());
         }
         let mut next: Slots = (*current).clone();
         if next.len() >= self.capacity {
@@ -459,7 +460,7 @@ impl TokenCache {
             },
         );
         self.table.slots.store(Arc::new(next));
-        (key, slot)
+        (key, slot, None)
     }
 
     #[cfg(test)]

@@ -9,8 +9,8 @@
 # none; the emulator's share is the same for both crates.
 #
 # Builds the `instructions` bench in release mode, runs it under valgrind once per subject
-# (the floor, the floor in a boxed future, the floor as a TokenCredential, this crate,
-# azure_identity 1.x), counts only the
+# (the floor, the floor in a boxed future, that one reading the token through arc-swap, the floor
+# as a TokenCredential, this crate, azure_identity 1.x), counts only the
 # instructions executed inside `hit` (the exact name: a pattern would also match the closure
 # inside it, and callgrind toggles collection on every match) and prints instructions per hit,
 # in all and outside glibc's allocator, with the ratios to the boxed floor. Prints Markdown
@@ -25,7 +25,7 @@ binary=$(cargo bench --bench instructions --no-run --message-format=json 2>/dev/
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 declare -A per_hit in_alloc
-for subject in floor floor_boxed floor_trait ours theirs; do
+for subject in floor floor_boxed floor_swap floor_trait ours theirs; do
     valgrind --tool=callgrind --callgrind-out-file="$out/$subject" \
         --toggle-collect='instructions::hit' "$binary" "$subject" "$hits" >/dev/null 2>"$out/$subject.log"
     total=$(grep -E '^(summary|totals):' "$out/$subject" | head -n 1 | awk '{print $2}')
@@ -42,7 +42,7 @@ floor_boxed=${per_hit[floor_boxed]}
 floor_own=$(own floor_boxed)
 echo "| subject | instructions per hit | of which glibc malloc/free | outside the allocator | vs floor + boxed future (total) | (outside the allocator) |"
 echo "|---|---|---|---|---|---|"
-for subject in floor floor_boxed floor_trait ours theirs; do
+for subject in floor floor_boxed floor_swap floor_trait ours theirs; do
     ratio=$(awk -v a="${per_hit[$subject]}" -v b="$floor_boxed" 'BEGIN { printf "%.2f", a / b }')
     ratio_own=$(awk -v a="$(own "$subject")" -v b="$floor_own" 'BEGIN { printf "%.2f", a / b }')
     echo "| $subject | ${per_hit[$subject]} | ${in_alloc[$subject]} | $(own "$subject") | ${ratio}× | ${ratio_own}× |"

@@ -7,11 +7,13 @@
 //! counts the whole process (client, emulator and runtime threads) and subtracts a run of zero
 //! rounds. The emulator's share is the same for both crates (the same two requests per round).
 //!
-//! `instructions <floor|floor_boxed|floor_trait|ours|theirs> <hits>` warms the credential, then makes `hits`
-//! calls of `hit`, each a `get_token` through `TokenCredential` polled with
-//! `futures::executor::block_on` (the floor: a clock read and a clone of the same token, plain
-//! or in a boxed future as `TokenCredential`'s `async_trait` makes every call, or as the
-//! `get_token` of a `TokenCredential` that only returns a stored token: `FloorCredential`).
+//! `instructions <floor|floor_boxed|floor_swap|floor_trait|ours|theirs> <hits>` warms the
+//! credential, then makes `hits` calls of `hit`, each a `get_token` through `TokenCredential`
+//! polled with `futures::executor::block_on` (the floor: a clock read and a clone of the same
+//! token, plain or in a boxed future as `TokenCredential`'s `async_trait` makes every call, the
+//! boxed one reading the token through arc-swap's lock-free load as a token that can be replaced
+//! must be read, or as the `get_token` of a `TokenCredential` that only returns a stored token:
+//! `FloorCredential`).
 
 mod common;
 
@@ -22,6 +24,7 @@ use std::{future::Future, hint::black_box, pin::Pin, sync::Arc};
 enum Subject {
     Floor(AccessToken),
     FloorBoxed(AccessToken),
+    FloorSwap(arc_swap::ArcSwap<AccessToken>),
     Credential(Arc<dyn TokenCredential>),
 }
 
@@ -34,6 +37,11 @@ fn hit(subject: &Subject) {
         Subject::FloorBoxed(token) => {
             let boxed: Pin<Box<dyn Future<Output = _> + Send>> =
                 Box::pin(async { (clock_read(), token.token.clone()) });
+            black_box(futures::executor::block_on(boxed));
+        }
+        Subject::FloorSwap(token) => {
+            let boxed: Pin<Box<dyn Future<Output = _> + Send>> =
+                Box::pin(async { (clock_read(), token.load().token.clone()) });
             black_box(futures::executor::block_on(boxed));
         }
         Subject::Credential(credential) => {
@@ -86,6 +94,7 @@ fn main() {
     let subject = match what.as_str() {
         "floor" => Subject::Floor(token),
         "floor_boxed" => Subject::FloorBoxed(token),
+        "floor_swap" => Subject::FloorSwap(arc_swap::ArcSwap::from_pointee(token)),
         "floor_trait" => Subject::Credential(Arc::new(FloorCredential(token))),
         "ours" => Subject::Credential(ours),
         "theirs" => {
@@ -97,7 +106,9 @@ fn main() {
             Subject::Credential(theirs)
         }
         other => {
-            eprintln!("unknown subject {other}: floor, floor_boxed, floor_trait, ours or theirs");
+            eprintln!(
+                "unknown subject {other}: floor, floor_boxed, floor_swap, floor_trait, ours or theirs"
+            );
             std::process::exit(2);
         }
     };

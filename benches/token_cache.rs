@@ -51,6 +51,17 @@ fn hit_single_thread(c: &mut Criterion, bench: &Bench) {
         b.to_async(&bench.runtime)
             .iter(|| async { black_box(floor.get_token(&[SCOPE], None).await) })
     });
+    // A credential whose token can be replaced while others read it reads it through some
+    // synchronization: the boxed floor, its token read through arc-swap's lock-free load, as
+    // this crate's cache reads its table.
+    let swap = arc_swap::ArcSwap::from_pointee(token.clone());
+    group.bench_function("floor_plus_lock_free_read", |b| {
+        b.to_async(&bench.runtime).iter(|| async {
+            let boxed: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
+                Box::pin(async { (clock_read(), swap.load().token.clone()) });
+            black_box(boxed.await)
+        })
+    });
     group.bench_function("azure_pipelines_credential", |b| {
         b.to_async(&bench.runtime)
             .iter(|| async { black_box(ours.get_token(&[SCOPE], None).await) })

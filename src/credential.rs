@@ -21,7 +21,14 @@ use azure_core::{
 };
 use azure_identity::ClientAssertionCredentialOptions;
 use futures::future::BoxFuture;
-use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context as TaskContext, Poll},
+    time::Duration,
+};
 use tracing::{Instrument as _, Level, Span, field};
 
 pub(crate) const NAME: &str = "AzurePipelinesCredential";
@@ -574,8 +581,24 @@ impl TokenCredential for AzurePipelinesCredential {
     {
         let project = |c: &Cached| c.access.clone();
         match self.hit(scopes, options.as_ref(), project) {
-            Some(token) => Box::pin(std::future::ready(Ok(token))),
+            Some(token) => Box::pin(Hit(Some(token))),
             None => self.get(scopes, options, project),
+        }
+    }
+}
+
+/// The future of a call answered from the cache: the token alone, smaller than a `Ready` of the
+/// whole `Result`, so that the box every call through the trait pays for is filled with fewer
+/// moves.
+struct Hit(Option<AccessToken>);
+
+impl Future for Hit {
+    type Output = azure_core::Result<AccessToken>;
+
+    fn poll(mut self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match self.0.take() {
+            Some(token) => Poll::Ready(Ok(token)),
+            None => Poll::Pending,
         }
     }
 }

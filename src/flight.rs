@@ -454,6 +454,21 @@ mod tests {
         assert!(!flight.in_flight());
     }
 
+    /// Work that counts its runs in `runs`: the first is `first`, every later one gives 7.
+    fn first_run_then_7(
+        runs: &Arc<AtomicUsize>,
+        first: fn() -> futures::future::BoxFuture<'static, Outcome<u8>>,
+    ) -> impl Fn() -> futures::future::BoxFuture<'static, Outcome<u8>> + Clone + Send + use<> {
+        let runs = runs.clone();
+        move || {
+            if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                first()
+            } else {
+                Box::pin(async { Ok(7) })
+            }
+        }
+    }
+
     /// What Tokio's I/O and timers do when polled outside a Tokio runtime.
     fn tokio_outside_a_runtime() -> Outcome<u8> {
         panic!(
@@ -465,18 +480,7 @@ mod tests {
     fn work_that_panics_fails_the_caller_and_its_joiners_start_anew() {
         let flight = SingleFlight::<u8>::default();
         let runs = Arc::new(AtomicUsize::new(0));
-        let work = {
-            let runs = runs.clone();
-            move || {
-                let run = runs.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    if run == 0 {
-                        return tokio_outside_a_runtime();
-                    }
-                    Ok(7)
-                }
-            }
-        };
+        let work = first_run_then_7(&runs, || Box::pin(async { tokio_outside_a_runtime() }));
         let (_, starter) = flight.join(work.clone());
         let (_, joiner) = flight.join(work);
         let error = futures::executor::block_on(starter).unwrap_err();
@@ -494,19 +498,8 @@ mod tests {
             .build()
             .unwrap();
         let runs = Arc::new(AtomicUsize::new(0));
-        let work = {
-            let runs = runs.clone();
-            move || {
-                let run = runs.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    if run == 0 {
-                        // The first run never finishes: its runtime goes away first.
-                        futures::future::pending::<()>().await;
-                    }
-                    Ok(7)
-                }
-            }
-        };
+        // The first run never finishes: its runtime goes away first.
+        let work = first_run_then_7(&runs, || Box::pin(futures::future::pending()));
         let (_, starter) = flight.join(work.clone());
         let (_, joiner) = flight.join(work.clone());
         // The starter drives the work in a task of the runtime about to go.

@@ -205,15 +205,9 @@ impl<T: Clone + 'static> Joined<T> {
             return match driving {
                 Ok(Poll::Pending) => Poll::Pending,
                 Ok(Poll::Ready(outcome)) => Poll::Ready(Ok(outcome)),
-                Err(Panicked) => {
+                Err(panicked) => {
                     self.driver = None;
-                    Poll::Ready(Ok(Err(Arc::new(Failure::new(
-                        Section::NoAsyncRuntime,
-                        "No async runtime is running to send the request on. azure_core uses \
-                         Tokio by default: request tokens from within a Tokio runtime (such as \
-                         #[tokio::main]), or install your runtime with \
-                         azure_core::async_runtime::set_async_runtime.",
-                    )))))
+                    Poll::Ready(Ok(Err(Arc::new(panicked.failure()))))
                 }
             };
         }
@@ -230,8 +224,46 @@ struct Driver<T: 'static> {
     id: u64,
 }
 
-/// The work panicked: Tokio's I/O and timers do when polled outside a Tokio runtime.
-struct Panicked;
+/// The work panicked: Tokio's I/O and timers do when polled outside a Tokio runtime, and so may
+/// a transport of the application's.
+struct Panicked {
+    /// The panic speaks of a missing runtime.
+    no_runtime: bool,
+}
+
+impl Panicked {
+    fn of(payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or_default();
+        Self {
+            no_runtime: ["runtime", "reactor", "Tokio"]
+                .iter()
+                .any(|word| message.contains(word)),
+        }
+    }
+
+    fn failure(&self) -> Failure {
+        if self.no_runtime {
+            return Failure::new(
+                Section::NoAsyncRuntime,
+                "No async runtime is running to send the request on. azure_core uses Tokio by \
+                 default: request tokens from within a Tokio runtime (such as #[tokio::main]), or \
+                 install your runtime with azure_core::async_runtime::set_async_runtime.",
+            );
+        }
+        // The panic's message is not repeated: a transport's may quote the request, secrets
+        // and all.
+        Failure::new(
+            Section::NetworkError,
+            "The request panicked in the HTTP transport or the async runtime (its message is not \
+             repeated, as it may quote the request). Check the transport set in client_options, \
+             or the runtime installed with azure_core::async_runtime::set_async_runtime.",
+        )
+    }
+}
 
 impl<T: 'static> Driver<T> {
     /// Polls the work, `Ready` with its outcome when it finishes; `None` once it has.
@@ -244,11 +276,11 @@ impl<T: 'static> Driver<T> {
                     Ok(Poll::Ready(outcome))
                 }
                 Ok(Poll::Pending) => Ok(Poll::Pending),
-                Err(_panic) => {
+                Err(payload) => {
                     // Dropping it clears the slot, so its waiters start anew on their own runtime.
                     let task = self.task.take();
                     let _ = catch_unwind(AssertUnwindSafe(move || drop(task)));
-                    Err(Panicked)
+                    Err(Panicked::of(payload.as_ref()))
                 }
             },
         )
@@ -488,6 +520,23 @@ mod tests {
         assert!(!flight.in_flight(), "the panicked work cleared its slot");
         assert_eq!(futures::executor::block_on(joiner).unwrap(), 7);
         assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    /// A panic that says nothing of a runtime (a transport's) is not reported as a missing
+    /// runtime, and its message, which may quote the request, is not repeated.
+    #[test]
+    fn other_panics_are_reported_without_their_message() {
+        let flight = SingleFlight::<u8>::default();
+        let (_, outcome) = flight.join(|| async {
+            if std::hint::black_box(true) {
+                panic!("transport failed on POST with Authorization: Bearer sekrit");
+            }
+            Ok(1)
+        });
+        let error = futures::executor::block_on(outcome).unwrap_err();
+        assert_eq!(error.section(), Section::NetworkError, "{error}");
+        assert!(!error.text().contains("sekrit"), "{error}");
+        assert!(!flight.in_flight());
     }
 
     #[test]

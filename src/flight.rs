@@ -135,11 +135,13 @@ impl<T> SingleFlight<T> {
 }
 
 impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
-    /// Joins the work in flight, or starts `work()` in a new task, right away: a caller that
-    /// never awaits the returned future (a background refresh) still starts it. Says whether
-    /// this call started the work.
+    /// Joins the work in flight, or takes the slot for `work()` right away. Says whether this
+    /// call started the work.
     ///
-    /// The future resolves with the shared outcome; dropping it does not cancel the work.
+    /// The future resolves with the shared outcome. The caller that started the work runs it
+    /// while polling this future; dropping the future, polled or not, hands the work to a task
+    /// (so a background refresh that never awaits it still runs it) and cancels nothing, except
+    /// a `while_awaited` flight that nobody else waits for.
     pub(crate) fn join<W, F>(
         &self,
         work: W,

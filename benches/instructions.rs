@@ -61,15 +61,7 @@ fn cold(bench: &Bench, subject: &str, callers: usize, rounds: usize) {
                 std::process::exit(2);
             }
         };
-        bench.runtime.block_on(async move {
-            let calls = (0..callers).map(|_| {
-                let credential = credential.clone();
-                tokio::spawn(async move { credential.get_token(&[SCOPE], None).await })
-            });
-            for call in futures::future::join_all(calls).await {
-                call.expect("joined").expect("token");
-            }
-        });
+        bench.cold_start(credential, callers);
     }
 }
 

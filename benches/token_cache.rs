@@ -360,15 +360,7 @@ fn cold_callers(bench: &Bench, callers: usize) -> Vec<String> {
     let herd = |credential: Arc<dyn TokenCredential>| {
         control.reset_counters();
         let start = Instant::now();
-        bench.runtime.block_on(async move {
-            let calls = (0..callers).map(|_| {
-                let credential = credential.clone();
-                tokio::spawn(
-                    async move { credential.get_token(&[SCOPE], None).await.expect("token") },
-                )
-            });
-            futures::future::join_all(calls).await
-        });
+        bench.cold_start(credential, callers);
         let c = control.counters();
         (start.elapsed(), c.oidc_requests, c.token_requests)
     };

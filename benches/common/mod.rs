@@ -79,6 +79,22 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// `callers` concurrent calls for one scope on `credential`, each a task of the runtime,
+    /// all started at once: a cold start when the credential is new.
+    pub fn cold_start(&self, credential: Arc<dyn TokenCredential>, callers: usize) {
+        self.runtime.block_on(async move {
+            let calls = (0..callers).map(|_| {
+                let credential = credential.clone();
+                tokio::spawn(async move { credential.get_token(&[SCOPE], None).await })
+            });
+            for call in futures::future::join_all(calls).await {
+                call.expect("joined").expect("token");
+            }
+        });
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
